@@ -1,0 +1,355 @@
+//! [`NodeHandle`]: a [`RaftNode`] running on its own thread.
+//!
+//! The thread owns the node. Requests, peer messages and transport feedback arrive over a
+//! channel; the loop waits for the next one or the next tick, then **drains the channel**
+//! (so every proposal that arrived while the previous `Ready` was being persisted joins the
+//! next one: group commit without a timer), ticks if due, and handles the `Ready`. After
+//! each iteration it publishes the member's status, so [`NodeHandle::status`] never waits
+//! for the thread.
+//!
+//! The thread ends when the member is removed or fails, on [`NodeHandle::shutdown`], or
+//! when every handle is dropped. Requests still pending then resolve to
+//! [`NodeError::Stopped`].
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use raft::eraftpb::Message;
+use raft::SnapshotStatus;
+
+use super::completion::{completion_pair, Completer, Completion};
+use super::error::NodeError;
+use super::requests::ReadFn;
+use super::{
+    Applied, Member, MemberChange, MemberInfo, NodeEvent, NodeStatus, RaftNode, ReadConsistency,
+    StateMachine,
+};
+use crate::storage::Disk;
+use crate::transport::{LocalPeer, Transport};
+
+/// Settings of the node thread.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Wall-clock length of one raft tick (etcd's `--heartbeat-interval`; default 100 ms).
+    pub tick_interval: Duration,
+    /// At most this many requests are drained before a `Ready` is handled.
+    pub max_batch: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            tick_interval: Duration::from_millis(100),
+            max_batch: 8192,
+        }
+    }
+}
+
+type Listener = Box<dyn FnMut(&NodeEvent) + Send>;
+
+enum Request<S: StateMachine> {
+    Propose(Vec<u8>, Completer<Applied<S::Response>>),
+    Read(ReadConsistency, ReadFn<S>),
+    Membership(MemberChange, Completer<Applied<Vec<Member>>>),
+    Step(Message),
+    ReportSnapshot(u64, SnapshotStatus),
+    ReportUnreachable(u64),
+    NotifyRemoved,
+    Campaign,
+    TransferLeadership(u64),
+    Listen(Listener),
+    Shutdown,
+}
+
+struct Shared {
+    status: RwLock<NodeStatus>,
+    members: RwLock<Vec<Member>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A cloneable handle to a member running on its own thread (see the module
+/// documentation). All methods return at once; results come back as [`Completion`]s.
+pub struct NodeHandle<S: StateMachine> {
+    id: u64,
+    sender: mpsc::Sender<Request<S>>,
+    shared: Arc<Shared>,
+}
+
+impl<S: StateMachine> Clone for NodeHandle<S> {
+    fn clone(&self) -> Self {
+        NodeHandle {
+            id: self.id,
+            sender: self.sender.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: StateMachine> NodeHandle<S> {
+    /// Starts `node` on a new thread, sending through `transport`.
+    pub fn spawn<D, T>(
+        node: RaftNode<S, D>,
+        transport: T,
+        config: DriverConfig,
+    ) -> Result<Self, NodeError>
+    where
+        D: Disk + 'static,
+        T: Transport + Send + 'static,
+    {
+        let id = node.id();
+        let (sender, receiver) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            status: RwLock::new(node.status()),
+            members: RwLock::new(node.membership().members().cloned().collect()),
+            thread: Mutex::new(None),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-{id:x}"))
+            .spawn(move || run(node, transport, receiver, config, thread_shared))
+            .map_err(|e| NodeError::storage("spawning the raft thread", e))?;
+        *shared.thread.lock() = Some(thread);
+        Ok(NodeHandle { id, sender, shared })
+    }
+
+    /// The member id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn send(&self, request: Request<S>) -> bool {
+        self.sender.send(request).is_ok()
+    }
+
+    /// Proposes a state machine command.
+    pub fn propose(&self, command: Vec<u8>) -> Completion<Applied<S::Response>> {
+        let (done, completer) = completion_pair(self.id);
+        // If the thread is gone, the request (and its completer) is dropped: Stopped.
+        self.send(Request::Propose(command, completer));
+        done
+    }
+
+    /// Reads the state machine (`read` runs on the node thread once it is safe).
+    pub fn read<R, F>(&self, consistency: ReadConsistency, read: F) -> Completion<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&S) -> R + Send + 'static,
+    {
+        let (done, completer) = completion_pair(self.id);
+        let run: ReadFn<S> = Box::new(move |sm: Result<&S, NodeError>| {
+            completer.complete(sm.map(read));
+        });
+        self.send(Request::Read(consistency, run));
+        done
+    }
+
+    /// Proposes a membership change.
+    pub fn change_membership(&self, change: MemberChange) -> Completion<Applied<Vec<Member>>> {
+        let (done, completer) = completion_pair(self.id);
+        self.send(Request::Membership(change, completer));
+        done
+    }
+
+    /// Proposes adding a voting member.
+    pub fn add_member(&self, id: u64, info: MemberInfo) -> Completion<Applied<Vec<Member>>> {
+        self.change_membership(MemberChange::AddMember { id, info })
+    }
+
+    /// Proposes adding a learner.
+    pub fn add_learner(&self, id: u64, info: MemberInfo) -> Completion<Applied<Vec<Member>>> {
+        self.change_membership(MemberChange::AddLearner { id, info })
+    }
+
+    /// Proposes promoting a learner.
+    pub fn promote_learner(&self, id: u64) -> Completion<Applied<Vec<Member>>> {
+        self.change_membership(MemberChange::PromoteLearner { id })
+    }
+
+    /// Proposes removing a member.
+    pub fn remove_member(&self, id: u64) -> Completion<Applied<Vec<Member>>> {
+        self.change_membership(MemberChange::Remove { id })
+    }
+
+    /// Proposes new metadata for a member.
+    pub fn update_member(&self, id: u64, info: MemberInfo) -> Completion<Applied<Vec<Member>>> {
+        self.change_membership(MemberChange::Update { id, info })
+    }
+
+    /// Hands a raft message from a peer to the member.
+    pub fn step(&self, message: Message) -> bool {
+        self.send(Request::Step(message))
+    }
+
+    /// Reports the outcome of a snapshot this member sent.
+    pub fn report_snapshot(&self, to: u64, status: SnapshotStatus) {
+        self.send(Request::ReportSnapshot(to, status));
+    }
+
+    /// Reports that `to` was unreachable.
+    pub fn report_unreachable(&self, to: u64) {
+        self.send(Request::ReportUnreachable(to));
+    }
+
+    /// A peer said this member was removed: it stops.
+    pub fn notify_removed(&self) {
+        self.send(Request::NotifyRemoved);
+    }
+
+    /// Starts an election now.
+    pub fn campaign(&self) {
+        self.send(Request::Campaign);
+    }
+
+    /// Asks the leader to hand leadership to `to`.
+    pub fn transfer_leadership(&self, to: u64) {
+        self.send(Request::TransferLeadership(to));
+    }
+
+    /// Registers an event listener (runs on the node thread: keep it short, e.g. forward
+    /// into a channel).
+    pub fn on_event(&self, listener: impl FnMut(&NodeEvent) + Send + 'static) {
+        self.send(Request::Listen(Box::new(listener)));
+    }
+
+    /// The member's status as of its last loop iteration.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status.read().clone()
+    }
+
+    /// The members as of the last applied membership change.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.members.read().clone()
+    }
+
+    /// True while the node thread runs.
+    pub fn is_running(&self) -> bool {
+        self.shared
+            .thread
+            .lock()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the node thread and waits for it.
+    pub fn shutdown(&self) {
+        self.send(Request::Shutdown);
+        let thread = self.shared.thread.lock().take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl<S: StateMachine> LocalPeer for NodeHandle<S> {
+    fn deliver(&self, message: Message) -> bool {
+        self.step(message)
+    }
+
+    fn report_snapshot(&self, to: u64, status: SnapshotStatus) {
+        NodeHandle::report_snapshot(self, to, status);
+    }
+
+    fn report_unreachable(&self, to: u64) {
+        NodeHandle::report_unreachable(self, to);
+    }
+
+    fn notify_removed(&self) {
+        NodeHandle::notify_removed(self);
+    }
+}
+
+fn run<S, D, T>(
+    mut node: RaftNode<S, D>,
+    mut transport: T,
+    receiver: mpsc::Receiver<Request<S>>,
+    config: DriverConfig,
+    shared: Arc<Shared>,
+) where
+    S: StateMachine,
+    D: Disk,
+    T: Transport,
+{
+    let members_shared = Arc::clone(&shared);
+    node.on_event(move |event| {
+        if let NodeEvent::MembershipChanged { members } = event {
+            *members_shared.members.write() = members.clone();
+        }
+    });
+    let mut next_tick = Instant::now() + config.tick_interval;
+    let mut shutting_down = false;
+    while !shutting_down && node.lifecycle().is_running() {
+        let timeout = if node.has_ready() {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
+        let mut handled = 0usize;
+        match receiver.recv_timeout(timeout) {
+            Ok(request) => {
+                shutting_down |= handle(&mut node, &mut transport, request);
+                handled += 1;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while handled < config.max_batch && !shutting_down {
+            match receiver.try_recv() {
+                Ok(request) => {
+                    shutting_down |= handle(&mut node, &mut transport, request);
+                    handled += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            node.tick();
+            next_tick += config.tick_interval;
+            if next_tick < now {
+                // Fell behind (a long fsync): do not fire a burst of catch-up ticks.
+                next_tick = now + config.tick_interval;
+            }
+        }
+        if let Err(e) = node.process_ready(&mut transport) {
+            tracing::error!(member = node.id(), error = %e, "raft member stopped");
+        }
+        *shared.status.write() = node.status();
+    }
+    *shared.status.write() = node.status();
+    // Dropping the node (and the receiver with queued requests) resolves every pending
+    // completion with `Stopped`.
+}
+
+/// Handles one request; returns true on shutdown.
+fn handle<S, D, T>(node: &mut RaftNode<S, D>, transport: &mut T, request: Request<S>) -> bool
+where
+    S: StateMachine,
+    D: Disk,
+    T: Transport,
+{
+    match request {
+        Request::Propose(command, completer) => node.propose_with(command, completer),
+        Request::Read(consistency, run) => node.read_boxed(consistency, run),
+        Request::Membership(change, completer) => node.change_membership_with(change, completer),
+        Request::Step(message) => {
+            if let Err(NodeError::PeerRemoved { from }) = node.step(message) {
+                transport.notify_removed(from);
+            }
+        }
+        Request::ReportSnapshot(to, status) => node.report_snapshot(to, status),
+        Request::ReportUnreachable(to) => node.report_unreachable(to),
+        Request::NotifyRemoved => node.notify_removed(),
+        Request::Campaign => {
+            let _ = node.campaign();
+        }
+        Request::TransferLeadership(to) => node.transfer_leadership(to),
+        Request::Listen(listener) => node.on_event(listener),
+        Request::Shutdown => return true,
+    }
+    false
+}

@@ -1,0 +1,217 @@
+//! The seam between the Raft layer and what it replicates.
+//!
+//! A [`StateMachine`] is deterministic: applying the same commands in the same order to the
+//! same starting state gives the same state and the same responses on every member. Time,
+//! randomness and I/O must not enter `apply`; time enters only through commands (the leader
+//! proposes [`StateMachine::leader_sync_command`] periodically, as etcd v2 proposed `SYNC`).
+//!
+//! The node owns the applied index: it is persisted with the effects of applying, i.e. in
+//! the snapshot's metadata, and after a restart the node restores the newest snapshot and
+//! replays the committed entries after it. A state machine therefore never needs to store
+//! the index itself, but it receives it with every command (etcd's `modifiedIndex`).
+//!
+//! Failures: a deterministic failure (key not found, compare failed) is part of the
+//! `Response`. A state machine has no non-deterministic failures in `apply` (it lives in
+//! memory); [`StateMachine::restore`] may fail on undecodable data, which stops the member.
+//!
+//! This module also defines the member metadata replicated beside the state machine
+//! ([`MemberInfo`]) and the snapshot payload format ([`SnapshotPayload`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::NodeError;
+
+/// A deterministic, replicated state machine (see the module documentation).
+pub trait StateMachine: Send + 'static {
+    /// What applying a command answers to its proposer.
+    type Response: Send + 'static;
+
+    /// Applies the command committed at raft log position `index`.
+    fn apply(&mut self, index: u64, command: &[u8]) -> Self::Response;
+
+    /// Serializes the whole state.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the whole state with a snapshot produced by [`StateMachine::snapshot`].
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// A hash of the whole state; equal states hash equally on every member.
+    fn hash(&self) -> u64;
+
+    /// A command the leader proposes every `sync_interval_ticks` carrying its clock
+    /// (milliseconds since the UNIX epoch), so that time-based effects (TTL expiry) happen
+    /// at the same log position on every member. `None` (the default) proposes nothing.
+    fn leader_sync_command(&self, now_unix_ms: u64) -> Option<Vec<u8>> {
+        let _ = now_unix_ms;
+        None
+    }
+}
+
+/// A member's descriptive metadata, replicated with the membership (etcd's member
+/// attributes). It travels in the `context` of the conf change that adds the member and in
+/// every snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Human-readable name (etcd `--name`); may be empty until the member publishes it.
+    pub name: String,
+    /// URLs other members use to reach it (etcd `--initial-advertise-peer-urls`).
+    pub peer_urls: Vec<String>,
+    /// URLs clients use (etcd `--advertise-client-urls`).
+    pub client_urls: Vec<String>,
+}
+
+/// A member of the cluster as the replicated membership knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member (raft) id; never 0.
+    pub id: u64,
+    /// Its metadata.
+    pub info: MemberInfo,
+    /// True while it is a learner (receives the log, does not vote).
+    pub learner: bool,
+}
+
+/// The replicated membership: current members and ids removed for good.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Membership {
+    members: BTreeMap<u64, Member>,
+    removed: BTreeSet<u64>,
+}
+
+impl Membership {
+    /// Membership of a new cluster.
+    pub fn new(members: impl IntoIterator<Item = Member>) -> Self {
+        Membership {
+            members: members.into_iter().map(|m| (m.id, m)).collect(),
+            removed: BTreeSet::new(),
+        }
+    }
+
+    /// The current members, by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn get(&self, id: u64) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    /// True if `id` was removed (ids are never reused).
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
+    }
+
+    /// Ids removed so far.
+    pub fn removed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.removed.iter().copied()
+    }
+
+    pub(crate) fn insert(&mut self, member: Member) {
+        self.members.insert(member.id, member);
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.members.remove(&id);
+        self.removed.insert(id);
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Member> {
+        self.members.get_mut(&id)
+    }
+}
+
+/// What a snapshot holds besides raft's metadata.
+///
+/// Encoding (the `data` of a raft snapshot and of a snapshot file): `bincode` 1.3 with its
+/// default options (little-endian, fixed-width integers, `u64` length prefixes) of
+/// `{ version: u32 (= 1), membership: Membership { members: map<u64, Member>, removed:
+/// set<u64> }, state_machine: bytes }`, where `state_machine` is
+/// [`StateMachine::snapshot`]'s output. The snapshot's index, term and `ConfState` are in
+/// raft's `SnapshotMetadata`, stored beside the data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPayload {
+    /// Format version, currently 1.
+    pub version: u32,
+    /// The replicated membership at the snapshot's index.
+    pub membership: Membership,
+    /// The state machine's own snapshot bytes.
+    pub state_machine: Vec<u8>,
+}
+
+impl SnapshotPayload {
+    /// The current format version.
+    pub const VERSION: u32 = 1;
+
+    /// Encodes the payload.
+    pub fn encode(&self) -> Result<Vec<u8>, NodeError> {
+        bincode::serialize(self).map_err(|e| NodeError::storage("encoding a snapshot", e))
+    }
+
+    /// Decodes a payload, checking its version.
+    pub fn decode(data: &[u8]) -> Result<Self, NodeError> {
+        let payload: SnapshotPayload = bincode::deserialize(data)
+            .map_err(|e| NodeError::corrupt(format!("undecodable snapshot payload: {e}")))?;
+        if payload.version != Self::VERSION {
+            return Err(NodeError::corrupt(format!(
+                "snapshot payload version {} (expected {})",
+                payload.version,
+                Self::VERSION
+            )));
+        }
+        Ok(payload)
+    }
+}
+
+/// FNV-1a, 64 bits: a small deterministic hash for state digests (not for security).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_and_checks_version() {
+        let payload = SnapshotPayload {
+            version: SnapshotPayload::VERSION,
+            membership: Membership::new([Member {
+                id: 1,
+                info: MemberInfo {
+                    name: "a".into(),
+                    peer_urls: vec!["http://a:2380".into()],
+                    client_urls: vec![],
+                },
+                learner: false,
+            }]),
+            state_machine: vec![1, 2, 3],
+        };
+        let bytes = payload.encode().map_err(|e| e.to_string());
+        let bytes = bytes.unwrap_or_default();
+        assert_eq!(SnapshotPayload::decode(&bytes).ok(), Some(payload.clone()));
+        let future = SnapshotPayload {
+            version: 2,
+            ..payload
+        };
+        let bytes = bincode::serialize(&future).unwrap_or_default();
+        assert!(matches!(
+            SnapshotPayload::decode(&bytes),
+            Err(NodeError::Corrupt { .. })
+        ));
+        assert!(SnapshotPayload::decode(&[0xff; 3]).is_err());
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,410 @@
+//! The deterministic node core driven by hand: batching (many proposals share one durable
+//! append; many reads share one ReadIndex round), restart from a snapshot, storage failure,
+//! the leader's sync command, events, and hostile input.
+
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft_kv::node::{
+    ClusterStart, Lifecycle, NodeConfig, NodeError, NodeEvent, RaftNode, ReadConsistency,
+};
+use raft_kv::sim::{Cluster, KvCommand, KvMachine, SimConfig};
+use raft_kv::storage::{MemDisk, MemDiskFault};
+
+const SECOND: u64 = 1_000;
+
+fn put(key: &str, value: &str) -> Vec<u8> {
+    KvCommand::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+    .encode()
+}
+
+fn single(disk: &MemDisk, config: NodeConfig) -> RaftNode<KvMachine, MemDisk> {
+    let members = vec![(1, Cluster::member_info(1))];
+    let mut node = RaftNode::open(
+        config,
+        disk.clone(),
+        KvMachine::new(false),
+        ClusterStart::New(members),
+    )
+    .expect("open");
+    let mut outbox = Vec::new();
+    while node.has_ready() {
+        node.process_ready(&mut outbox).expect("ready");
+    }
+    assert!(node.is_leader(), "a single member elects itself");
+    node
+}
+
+fn config(id: u64) -> NodeConfig {
+    let mut config = NodeConfig::new(id);
+    config.seed = Some(id);
+    config
+}
+
+#[test]
+fn node_batches_many_proposals_into_one_durable_append() {
+    let disk = MemDisk::new();
+    let mut node = single(&disk, config(1));
+    let before = disk.appends();
+    let completions: Vec<_> = (0..100)
+        .map(|i| node.propose(put(&format!("k{i}"), "v")))
+        .collect();
+    let mut outbox = Vec::new();
+    assert!(node.process_ready(&mut outbox).expect("ready"));
+    assert_eq!(
+        disk.appends(),
+        before + 1,
+        "100 proposals, one durable append"
+    );
+    let mut indexes = Vec::new();
+    for completion in completions {
+        let applied = completion.wait().expect("applied");
+        indexes.push(applied.index);
+    }
+    indexes.windows(2).for_each(|w| assert_eq!(w[1], w[0] + 1));
+    assert_eq!(node.state_machine().len(), 100);
+    // One batch for the election (term and vote), one for the 100 proposals.
+    assert_eq!(node.status().counters.persisted_batches, 2);
+}
+
+#[test]
+fn node_reads_share_one_read_index_round() {
+    let mut cluster = Cluster::new(SimConfig::from_env(201), 3);
+    let leader = cluster.wait_for_leader(5 * SECOND);
+    cluster
+        .put_and_wait(leader, "k", "v", 5 * SECOND)
+        .expect("write");
+    for on in [
+        leader,
+        cluster
+            .ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("follower"),
+    ] {
+        let rounds = cluster
+            .node(on)
+            .expect("node")
+            .status()
+            .counters
+            .read_rounds;
+        let reads: Vec<_> = (0..50)
+            .map(|_| cluster.get(on, "k", ReadConsistency::Linearizable))
+            .collect();
+        for read in reads {
+            assert_eq!(
+                cluster.complete(read, 5 * SECOND).ok().flatten().as_deref(),
+                Some("v")
+            );
+        }
+        let after = cluster
+            .node(on)
+            .expect("node")
+            .status()
+            .counters
+            .read_rounds;
+        assert_eq!(
+            after - rounds,
+            1,
+            "50 reads on member {on}, one ReadIndex round"
+        );
+    }
+    cluster.converge(5 * SECOND);
+}
+
+#[test]
+fn node_followers_reads_join_the_leaders_round() {
+    let mut cluster = Cluster::new(SimConfig::from_env(202), 3);
+    let leader = cluster.wait_for_leader(5 * SECOND);
+    cluster
+        .put_and_wait(leader, "k", "v", 5 * SECOND)
+        .expect("write");
+    let counters = |cluster: &Cluster, id: u64| cluster.node(id).expect("node").status().counters;
+    let before = counters(&cluster, leader);
+    let mut reads = Vec::new();
+    for on in cluster.ids() {
+        for _ in 0..10 {
+            reads.push(cluster.get(on, "k", ReadConsistency::Linearizable));
+        }
+    }
+    for read in reads {
+        assert_eq!(
+            cluster.complete(read, 5 * SECOND).ok().flatten().as_deref(),
+            Some("v")
+        );
+    }
+    let after = counters(&cluster, leader);
+    assert_eq!(
+        after.remote_reads_joined - before.remote_reads_joined,
+        2,
+        "each follower's ReadIndex request joined a round of the leader"
+    );
+    assert!(
+        after.read_rounds - before.read_rounds <= 2,
+        "30 reads on 3 members: at most 2 heartbeat rounds on the leader, saw {}",
+        after.read_rounds - before.read_rounds
+    );
+    cluster.converge(5 * SECOND);
+}
+
+#[test]
+fn node_restart_restores_snapshot_and_replays_the_rest() {
+    let disk = MemDisk::new();
+    let mut config = config(1);
+    config.snapshot_interval = 10;
+    config.snapshot_catchup_entries = 2;
+    let mut node = single(&disk, config.clone());
+    let mut outbox = Vec::new();
+    for i in 0..25 {
+        let done = node.propose(put(&format!("k{}", i % 4), &format!("v{i}")));
+        node.process_ready(&mut outbox).expect("ready");
+        done.wait().expect("applied");
+    }
+    let status = node.status();
+    assert!(status.snapshot_index >= 20, "{status:?}");
+    let hash = node.state_hash();
+    let applied = status.applied;
+    drop(node);
+
+    let mut node = RaftNode::open(
+        config,
+        disk.clone(),
+        KvMachine::new(false),
+        ClusterStart::Join,
+    )
+    .expect("reopen");
+    assert_eq!(
+        node.status().applied,
+        status.snapshot_index,
+        "Config.applied = snapshot index"
+    );
+    while node.has_ready() {
+        node.process_ready(&mut outbox).expect("ready");
+    }
+    assert!(node.applied_index() >= applied);
+    assert_eq!(
+        node.state_machine().get("k0").map(String::as_str),
+        Some("v24")
+    );
+    assert_eq!(node.state_hash(), hash);
+}
+
+#[test]
+fn node_storage_failure_stops_the_member() {
+    let disk = MemDisk::new();
+    let mut node = single(&disk, config(1));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    node.on_event(move |e| {
+        if let Ok(mut events) = sink.lock() {
+            events.push(e.clone());
+        }
+    });
+    disk.inject(MemDiskFault::FailAppends(1));
+    let pending = node.propose(put("k", "v"));
+    let mut outbox = Vec::new();
+    let error = node
+        .process_ready(&mut outbox)
+        .expect_err("the append fails");
+    assert!(error.is_fatal(), "{error}");
+    assert!(matches!(
+        node.lifecycle(),
+        Lifecycle::Failed(NodeError::Storage { .. })
+    ));
+    assert!(matches!(pending.wait(), Err(NodeError::Stopped { .. })));
+    assert!(matches!(
+        node.propose(put("k", "w")).wait(),
+        Err(NodeError::Stopped { .. })
+    ));
+    let read = node.read(ReadConsistency::Serializable, |kv| kv.len());
+    assert!(matches!(read.wait(), Err(NodeError::Stopped { .. })));
+    assert!(!node.has_ready());
+    let stopped = events
+        .lock()
+        .map(|e| e.iter().any(|e| matches!(e, NodeEvent::Stopped { .. })))
+        .unwrap_or(false);
+    assert!(stopped, "a Stopped event was emitted");
+    // What was durable is still there; the unacknowledged write is not.
+    drop(node);
+    let node =
+        RaftNode::open(config(1), disk, KvMachine::new(false), ClusterStart::Join).expect("reopen");
+    assert!(node.state_machine().get("k").is_none());
+}
+
+#[test]
+fn node_leader_proposes_its_clock() {
+    let mut config = SimConfig::from_env(211);
+    config.leader_sync = true;
+    config.node.sync_interval_ticks = 5;
+    let mut cluster = Cluster::new(config, 3);
+    cluster.wait_for_leader(5 * SECOND);
+    cluster.run_for(2 * SECOND);
+    cluster.converge(5 * SECOND);
+    let clocks: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| {
+            cluster
+                .node(id)
+                .expect("member")
+                .state_machine()
+                .last_sync_ms()
+        })
+        .collect();
+    assert!(clocks[0] > 1_700_000_000_000, "{clocks:?}");
+    assert!(clocks.iter().all(|c| *c == clocks[0]), "{clocks:?}");
+}
+
+#[test]
+fn node_reports_leader_changes() {
+    let mut cluster = Cluster::new(SimConfig::from_env(221), 3);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    for id in cluster.ids() {
+        let sink = Arc::clone(&events);
+        cluster.node_mut(id).expect("node").on_event(move |e| {
+            if let (NodeEvent::LeaderChanged { leader_id, term }, Ok(mut events)) = (e, sink.lock())
+            {
+                events.push((id, *leader_id, *term));
+            }
+        });
+    }
+    let leader = cluster.wait_for_leader(5 * SECOND);
+    cluster.run_for(SECOND);
+    let seen = events.lock().map(|e| e.clone()).unwrap_or_default();
+    for id in cluster.ids() {
+        assert!(
+            seen.iter()
+                .any(|(on, l, _)| *on == id && *l == Some(leader)),
+            "member {id} saw no leader change to {leader}: {seen:?}"
+        );
+    }
+    let status = cluster.node(leader).expect("leader").status();
+    assert_eq!(status.leader_id, Some(leader));
+    assert!(status.counters.leader_changes >= 1);
+}
+
+#[test]
+fn node_rejects_bad_configuration_and_bootstrap() {
+    let disk = MemDisk::new();
+    let open = |config: NodeConfig, start: ClusterStart| {
+        RaftNode::open(config, disk.clone(), KvMachine::new(false), start).map(|_| ())
+    };
+    assert!(matches!(
+        open(NodeConfig::new(0), ClusterStart::Join),
+        Err(NodeError::Config { .. })
+    ));
+    assert!(matches!(
+        open(config(1), ClusterStart::New(vec![])),
+        Err(NodeError::Config { .. })
+    ));
+    let not_me = vec![(2, Cluster::member_info(2))];
+    assert!(matches!(
+        open(config(1), ClusterStart::New(not_me)),
+        Err(NodeError::Config { .. })
+    ));
+    let twice = vec![(1, Cluster::member_info(1)), (1, Cluster::member_info(1))];
+    assert!(matches!(
+        open(config(1), ClusterStart::New(twice)),
+        Err(NodeError::Config { .. })
+    ));
+    // A member that joins waits; it has no leader and cannot propose.
+    let mut joiner = RaftNode::open(
+        config(5),
+        MemDisk::new(),
+        KvMachine::new(false),
+        ClusterStart::Join,
+    )
+    .expect("joiner");
+    assert!(matches!(
+        joiner.propose(put("k", "v")).wait(),
+        Err(NodeError::Dropped { .. })
+    ));
+    assert!(matches!(
+        joiner.propose(Vec::new()).wait(),
+        Err(NodeError::InvalidRequest { .. })
+    ));
+}
+
+#[test]
+fn node_refuses_misaddressed_messages() {
+    let disk = MemDisk::new();
+    let mut node = single(&disk, config(1));
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgHeartbeat);
+    message.to = 2;
+    message.from = 3;
+    assert!(matches!(
+        node.step(message.clone()),
+        Err(NodeError::InvalidRequest { .. })
+    ));
+    message.to = 1;
+    message.set_msg_type(MessageType::MsgHup);
+    assert!(matches!(
+        node.step(message),
+        Err(NodeError::InvalidRequest { .. })
+    ));
+    assert!(node.lifecycle().is_running());
+}
+
+fn arbitrary_message() -> impl Strategy<Value = Message> {
+    (
+        0i32..19,
+        0u64..6,
+        0u64..40,
+        0u64..40,
+        0u64..8,
+        0u64..40,
+        proptest::collection::vec((0u64..40, 0u64..8), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(kind, from, term, index, log_term, commit, entries, reject)| {
+                let mut message = Message::default();
+                message.set_msg_type(
+                    protobuf::ProtobufEnum::from_i32(kind).unwrap_or(MessageType::MsgAppend),
+                );
+                message.from = from;
+                message.to = 1;
+                message.term = term;
+                message.index = index;
+                message.log_term = log_term;
+                message.commit = commit;
+                message.reject = reject;
+                message.set_entries(
+                    entries
+                        .into_iter()
+                        .map(|(index, term)| Entry {
+                            index,
+                            term,
+                            ..Entry::default()
+                        })
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+                message
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Hostile or corrupt messages never take the process down: raft either handles them
+    /// or the member stops with an error.
+    #[test]
+    fn node_survives_arbitrary_messages(messages in proptest::collection::vec(arbitrary_message(), 1..20)) {
+        let mut cluster = Cluster::new(SimConfig::new(231), 3);
+        cluster.wait_for_leader(5 * SECOND);
+        let mut outbox = Vec::new();
+        if let Some(node) = cluster.node_mut(1) {
+            for message in messages {
+                let _ = node.step(message);
+                let _ = node.process_ready(&mut outbox);
+            }
+        }
+    }
+}
