@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use parking_lot::Mutex;
-use protobuf::Message as _;
+use protobuf::{Message as _, UnknownFields};
 use raft::eraftpb::Message;
 use raft_kv::server::peer::{serve_peer_stream, ConnectionKind, Handshake, PeerHandler, MAX_FRAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,10 +57,37 @@ impl PeerHandler for Recorder {
 }
 
 fn raft_round_trip(frame: &[u8]) {
-    if let Ok(message) = Message::parse_from_bytes(frame) {
+    if let Ok(mut message) = Message::parse_from_bytes(frame) {
         let encoded = message.write_to_bytes().expect("a decoded message encodes");
-        let again = Message::parse_from_bytes(&encoded).expect("an encoded message decodes");
+        let mut again = Message::parse_from_bytes(&encoded).expect("an encoded message decodes");
+        // rust-protobuf 2 keeps an emptied unknown-field map (a repeated sub-message field
+        // is cleared, not merged) as `Some({})`, which its derived `PartialEq` tells apart
+        // from a fresh `None`; both encode the same bytes, so compare with that normalised.
+        normalise_unknown_fields(&mut message);
+        normalise_unknown_fields(&mut again);
         assert_eq!(again, message);
+    }
+}
+
+/// Turns every empty unknown-field map of a raft message into `None`.
+fn normalise_unknown_fields(message: &mut Message) {
+    fn clean(fields: &mut UnknownFields) {
+        if fields.fields.as_ref().is_some_and(|map| map.is_empty()) {
+            fields.fields = None;
+        }
+    }
+    clean(&mut message.unknown_fields);
+    for entry in message.entries.iter_mut() {
+        clean(&mut entry.unknown_fields);
+    }
+    if let Some(snapshot) = message.snapshot.as_mut() {
+        clean(&mut snapshot.unknown_fields);
+        if let Some(metadata) = snapshot.metadata.as_mut() {
+            clean(&mut metadata.unknown_fields);
+            if let Some(conf_state) = metadata.conf_state.as_mut() {
+                clean(&mut conf_state.unknown_fields);
+            }
+        }
     }
 }
 
