@@ -9,21 +9,52 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use arbitrary::Arbitrary;
-use ipam::{Attrs, Block, Handle, IpFamily, Ipam, IpamError, Key, MemStore, Pool, PoolChoice, Value};
+use ipam::{
+    Attrs, Block, Handle, IpFamily, Ipam, IpamError, Key, MemStore, Pool, PoolChoice, Value,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    AddPool { addr: u32, prefix: u8 },
-    AddPool6 { addr: u16, prefix: u8 },
-    RemovePool { index: u8 },
-    DisablePool { index: u8 },
-    AutoAssign { host: u8, n: u8, handle: Option<u8>, v6: bool },
-    AssignIp { host: u8, addr: u32, handle: Option<u8> },
-    Release { picks: Vec<u8>, stray: Option<u32> },
-    ReleaseByHandle { handle: u8 },
-    ReleaseHost { host: u8 },
-    Conflicts { per_million: u32, seed: u64 },
+    AddPool {
+        addr: u32,
+        prefix: u8,
+    },
+    AddPool6 {
+        addr: u16,
+        prefix: u8,
+    },
+    RemovePool {
+        index: u8,
+    },
+    DisablePool {
+        index: u8,
+    },
+    AutoAssign {
+        host: u8,
+        n: u8,
+        handle: Option<u8>,
+        v6: bool,
+    },
+    AssignIp {
+        host: u8,
+        addr: u32,
+        handle: Option<u8>,
+    },
+    Release {
+        picks: Vec<u8>,
+        stray: Option<u32>,
+    },
+    ReleaseByHandle {
+        handle: u8,
+    },
+    ReleaseHost {
+        host: u8,
+    },
+    Conflicts {
+        per_million: u32,
+        seed: u64,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -69,7 +100,8 @@ fuzz_target!(|input: Input| {
     for op in input.ops.iter().take(64) {
         match op {
             Op::AddPool { addr, prefix } => {
-                if let Ok(net) = ipam::parse_network(&format!("{}/{}", v4(*addr), 20 + prefix % 13)) {
+                if let Ok(net) = ipam::parse_network(&format!("{}/{}", v4(*addr), 20 + prefix % 13))
+                {
                     let _ = ipam.add_pool(Pool::new(net));
                 }
             }
@@ -80,7 +112,10 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::RemovePool { index } | Op::DisablePool { index } => {
-                let pools: Vec<Pool> = IpFamily::ALL.iter().flat_map(|f| ipam.pools(*f).unwrap()).collect();
+                let pools: Vec<Pool> = IpFamily::ALL
+                    .iter()
+                    .flat_map(|f| ipam.pools(*f).unwrap())
+                    .collect();
                 if let Some(p) = pools.get(usize::from(*index) % pools.len().max(1)) {
                     if matches!(op, Op::RemovePool { .. }) {
                         ipam.remove_pool(p.cidr).unwrap();
@@ -89,21 +124,42 @@ fuzz_target!(|input: Input| {
                     }
                 }
             }
-            Op::AutoAssign { host, n, handle, v6 } => {
-                let choice = if *v6 { PoolChoice::v6() } else { PoolChoice::v4() };
+            Op::AutoAssign {
+                host,
+                n,
+                handle,
+                v6,
+            } => {
+                let choice = if *v6 {
+                    PoolChoice::v6()
+                } else {
+                    PoolChoice::v4()
+                };
                 let handle = handle.map(|h| handles[usize::from(h) % 3]);
                 let got = ipam
-                    .auto_assign(hosts[usize::from(*host) % 3], usize::from(*n % 100), handle, &Attrs::empty(), &choice)
+                    .auto_assign(
+                        hosts[usize::from(*host) % 3],
+                        usize::from(*n % 100),
+                        handle,
+                        &Attrs::empty(),
+                        &choice,
+                    )
                     .unwrap();
                 for a in got {
-                    assert!(model.insert(a, handle.map(str::to_string)).is_none(), "{a} twice");
+                    assert!(
+                        model.insert(a, handle.map(str::to_string)).is_none(),
+                        "{a} twice"
+                    );
                 }
             }
             Op::AssignIp { host, addr, handle } => {
                 let a = v4(*addr);
                 let handle = handle.map(|h| handles[usize::from(h) % 3]);
                 match ipam.assign_ip(a, handle, &Attrs::null(), hosts[usize::from(*host) % 3]) {
-                    Ok(()) => assert!(model.insert(a, handle.map(str::to_string)).is_none(), "{a} twice"),
+                    Ok(()) => assert!(
+                        model.insert(a, handle.map(str::to_string)).is_none(),
+                        "{a} twice"
+                    ),
                     Err(IpamError::AlreadyAssigned { .. }) => assert!(model.contains_key(&a)),
                     Err(IpamError::NotInPool { .. } | IpamError::PoolNotUsable { .. }) => {}
                     Err(e) => panic!("{e}"),
@@ -133,7 +189,8 @@ fuzz_target!(|input: Input| {
                 model.retain(|_, v| v.as_deref() != Some(h));
             }
             Op::ReleaseHost { host } => {
-                ipam.release_host_affinities(hosts[usize::from(*host) % 3]).unwrap();
+                ipam.release_host_affinities(hosts[usize::from(*host) % 3])
+                    .unwrap();
             }
             Op::Conflicts { per_million, seed } => {
                 // At most 30% conflicts: with 100 retries exhaustion never happens.

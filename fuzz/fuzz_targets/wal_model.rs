@@ -12,16 +12,39 @@ use wal::SyncPolicy;
 
 #[derive(Arbitrary, Debug)]
 enum FuzzOp {
-    Append { sizes: Vec<u8>, kind: u8, big: bool },
+    Append {
+        sizes: Vec<u8>,
+        kind: u8,
+        big: bool,
+    },
     Sync,
-    Truncate { keep: u64 },
-    Compact { upto: u64 },
-    Reset { skip: u8 },
-    Crash { seed: u64 },
+    Truncate {
+        keep: u64,
+    },
+    Compact {
+        upto: u64,
+    },
+    Reset {
+        skip: u8,
+    },
+    Crash {
+        seed: u64,
+    },
     Reopen,
-    Read { start: u64, len: u64 },
-    TruncateThenCrash { keep: u64, seed: u64 },
-    FaultyAppendThenCrash { sizes: Vec<u8>, fail_sync: bool, budget: u16, seed: u64 },
+    Read {
+        start: u64,
+        len: u64,
+    },
+    TruncateThenCrash {
+        keep: u64,
+        seed: u64,
+    },
+    FaultyAppendThenCrash {
+        sizes: Vec<u8>,
+        fail_sync: bool,
+        budget: u16,
+        seed: u64,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -33,7 +56,11 @@ struct Input {
 
 fn sizes(raw: Vec<u8>, big: bool) -> Vec<u16> {
     let scale = if big { 8 } else { 1 };
-    let mut v: Vec<u16> = raw.into_iter().take(8).map(|s| u16::from(s) * scale).collect();
+    let mut v: Vec<u16> = raw
+        .into_iter()
+        .take(8)
+        .map(|s| u16::from(s) * scale)
+        .collect();
     if v.is_empty() {
         v.push(0);
     }
@@ -43,7 +70,14 @@ fn sizes(raw: Vec<u8>, big: bool) -> Vec<u16> {
 impl From<FuzzOp> for Op {
     fn from(op: FuzzOp) -> Op {
         match op {
-            FuzzOp::Append { sizes: s, kind, big } => Op::Append { sizes: sizes(s, big), kind },
+            FuzzOp::Append {
+                sizes: s,
+                kind,
+                big,
+            } => Op::Append {
+                sizes: sizes(s, big),
+                kind,
+            },
             FuzzOp::Sync => Op::Sync,
             FuzzOp::Truncate { keep } => Op::Truncate { keep },
             FuzzOp::Compact { upto } => Op::Compact { upto },
@@ -52,16 +86,28 @@ impl From<FuzzOp> for Op {
             FuzzOp::Reopen => Op::Reopen,
             FuzzOp::Read { start, len } => Op::Read { start, len },
             FuzzOp::TruncateThenCrash { keep, seed } => Op::TruncateThenCrash { keep, seed },
-            FuzzOp::FaultyAppendThenCrash { sizes: s, fail_sync, budget, seed } => {
-                Op::FaultyAppendThenCrash { sizes: sizes(s, false), fail_sync, budget, seed }
-            }
+            FuzzOp::FaultyAppendThenCrash {
+                sizes: s,
+                fail_sync,
+                budget,
+                seed,
+            } => Op::FaultyAppendThenCrash {
+                sizes: sizes(s, false),
+                fail_sync,
+                budget,
+                seed,
+            },
         }
     }
 }
 
 fuzz_target!(|input: Input| {
     let ops: Vec<Op> = input.ops.into_iter().take(64).map(Op::from).collect();
-    let sync = if input.always { SyncPolicy::Always } else { SyncPolicy::Never };
+    let sync = if input.always {
+        SyncPolicy::Always
+    } else {
+        SyncPolicy::Never
+    };
     let segment_size = 64 + u64::from(input.segment_size % 4032);
     if let Err(divergence) = Harness::run(sync, segment_size, &ops) {
         panic!("WAL diverged from the model: {divergence}\nops: {ops:#?}");
