@@ -24,7 +24,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -301,7 +301,9 @@ fn mean_ns(id: &str) -> Option<f64> {
         .or_else(|| {
             std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion"))
         })
-        .unwrap_or_else(|| PathBuf::from("target/criterion"));
+        // `cargo bench` runs this binary in the package directory; criterion writes under
+        // the workspace's target directory.
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion"));
     let text = std::fs::read_to_string(root.join(id).join("new/estimates.json")).ok()?;
     let mean = text.split("\"mean\"").nth(1)?;
     let pe = mean.split("\"point_estimate\":").nth(1)?;

@@ -149,5 +149,5 @@ pub use snapshot::{
 };
 pub use wal::{
     Preallocation, Record, RecordRef, Recovery, RecoveryMode, Repaired, SegmentInfo, SyncPolicy,
-    TornTail, Wal, WalOptions, DEFAULT_SEGMENT_SIZE, LOCK_FILE_NAME, MIN_SEGMENT_SIZE,
+    TornTail, Wal, WalOptions, DEFAULT_SEGMENT_SIZE, LOCK_FILE_NAME, MIN_SEGMENT_SIZE, READ_WINDOW,
 };

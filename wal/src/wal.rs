@@ -54,6 +54,9 @@ pub const MIN_SEGMENT_SIZE: u64 = 64;
 
 const HEADER: u64 = SEGMENT_HEADER_LEN as u64;
 const ZERO_CHUNK: usize = 1 << 20;
+/// About how many bytes [`Wal::read_with`] reads at a time (a window always holds at least
+/// one whole record).
+pub const READ_WINDOW: usize = 4 << 20;
 const MAX_SPARE_BUFFER: usize = 4 << 20;
 /// How many more batches a group-commit leader writes, after the one holding its own
 /// records, before it hands the role to a waiter (see `wait_for`). Bounds how much longer
@@ -884,112 +887,110 @@ impl Wal {
 
     /// Calls `visit(index, record)` for each record in `range`, in order, lending the payload
     /// from an internal buffer (no allocation per record).
+    ///
+    /// The records are read in windows of about [`READ_WINDOW`] bytes, so reading a whole
+    /// log needs one window of memory, not the log's size. On an error, `visit` may already
+    /// have been called for a prefix of the range (every record it got is correct).
     pub fn read_with(
         &self,
         range: Range<u64>,
         mut visit: impl FnMut(u64, RecordRef<'_>),
     ) -> Result<()> {
-        struct Span {
-            path: PathBuf,
-            salt: u32,
-            first: u64,
-            count: usize,
-            start: u64,
-            /// Where the span's bytes start in the read buffer.
-            at: usize,
+        {
+            let st = self.state.lock();
+            let (first, last) = (st.first_index(), st.next_index);
+            if range.start > range.end || range.start < first || range.end > last {
+                return Err(WalError::OutOfRange {
+                    start: range.start,
+                    end: range.end,
+                    first,
+                    next: last,
+                });
+            }
         }
         let mut buf = Vec::new();
-        // Bytes are read outside the lock; if a truncation or reset rewrote the tail
-        // meanwhile, they may be stale, so read again (the range may now be out of range).
-        let spans = loop {
-            let (rewrites, plan) = {
-                let mut st = self.state.lock();
-                loop {
-                    let (first, next) = (st.first_index(), st.next_index);
-                    if range.start > range.end || range.start < first || range.end > next {
+        let mut next = range.start;
+        // The `rewrites` count under which `next..range.end` was last seen written.
+        let mut written_as = None;
+        while next < range.end {
+            // Bytes are read outside the lock; if a truncation or reset rewrote the tail
+            // meanwhile, they may be stale, so plan and read the window again (the rest of
+            // the range may now be out of range).
+            let (path, salt, count, start) = loop {
+                let (rewrites, file, path, salt, count, start, end) = {
+                    let mut st = self.state.lock();
+                    let (first, last) = (st.first_index(), st.next_index);
+                    if next < first || range.end > last {
                         return Err(WalError::OutOfRange {
-                            start: range.start,
+                            start: next,
                             end: range.end,
                             first,
-                            next,
+                            next: last,
                         });
                     }
-                    if range.is_empty() {
-                        return Ok(());
-                    }
-                    let before = st.rewrites;
-                    self.wait_for(&mut st, range.end, false)?;
-                    if st.rewrites == before {
-                        break;
-                    }
-                }
-                let mut plan = Vec::new();
-                let k = st
-                    .segments
-                    .partition_point(|s| s.next_index() <= range.start);
-                for seg in st.segments.iter().skip(k) {
-                    if seg.first_index >= range.end {
-                        break;
-                    }
-                    let lo = range.start.max(seg.first_index);
-                    let hi = range.end.min(seg.next_index());
-                    if lo >= hi {
+                    if written_as != Some(st.rewrites) {
+                        // First window, or the log was rewritten since: wait until the
+                        // rest of the range is written (not just enqueued), then plan again.
+                        let before = st.rewrites;
+                        self.wait_for(&mut st, range.end, false)?;
+                        if st.rewrites == before {
+                            written_as = Some(before);
+                        }
                         continue;
                     }
-                    let i = (lo - seg.first_index) as usize;
-                    let j = (hi - seg.first_index) as usize;
-                    let (Some(&start), Some(file)) = (seg.offsets.get(i), seg.file.clone()) else {
+                    let k = st.segments.partition_point(|s| s.next_index() <= next);
+                    let Some(seg) = st.segments.get(k) else {
+                        return Err(corrupt(&self.dir, 0, "internal: no segment for record"));
+                    };
+                    let i = (next - seg.first_index) as usize;
+                    let limit = (range.end.min(seg.next_index()) - seg.first_index) as usize;
+                    let (Some(&start), Some(after), Some(file)) = (
+                        seg.offsets.get(i),
+                        seg.offsets.get(i + 1..limit),
+                        seg.file.clone(),
+                    ) else {
                         return Err(corrupt(&seg.path, 0, "internal: missing record position"));
                     };
+                    let start = u64::from(start);
+                    // Whole records up to the window size (at least one), within the range
+                    // and this segment.
+                    let fits =
+                        after.partition_point(|&o| u64::from(o) - start <= READ_WINDOW as u64);
+                    let j = i + 1 + fits;
                     let end = seg.offsets.get(j).map_or(seg.tail, |&o| u64::from(o));
-                    plan.push((
+                    (
+                        st.rewrites,
                         file,
                         seg.path.clone(),
                         seg.salt,
-                        lo,
                         j - i,
-                        u64::from(start),
+                        start,
                         end,
-                    ));
-                }
-                (st.rewrites, plan)
-            };
-            buf.clear();
-            let mut spans = Vec::with_capacity(plan.len());
-            for (file, path, salt, first, count, start, end) in plan {
-                let at = buf.len();
-                buf.resize(at + (end - start) as usize, 0);
-                file.read_exact_at(&mut buf[at..], start)
+                    )
+                };
+                buf.clear();
+                buf.resize((end - start) as usize, 0);
+                file.read_exact_at(&mut buf, start)
                     .map_err(WalError::io("read segment", &path))?;
-                spans.push(Span {
-                    path,
-                    salt,
-                    first,
-                    count,
-                    start,
-                    at,
-                });
-            }
-            if self.state.lock().rewrites == rewrites {
-                break spans;
-            }
-        };
-        for span in spans {
-            let mut pos = span.at;
-            for n in 0..span.count {
-                let index = span.first + n as u64;
-                let offset = span.start + (pos - span.at) as u64;
-                let (frame, len) = Frame::decode(buf.get(pos..).unwrap_or(&[]), span.salt)
-                    .map_err(|reason| corrupt(&span.path, offset, reason))?;
-                if frame.index != index {
+                if self.state.lock().rewrites == rewrites {
+                    break (path, salt, count, start);
+                }
+            };
+            let mut pos = 0;
+            for _ in 0..count {
+                let offset = start + pos as u64;
+                let (frame, len) = Frame::decode(buf.get(pos..).unwrap_or(&[]), salt)
+                    .map_err(|reason| corrupt(&path, offset, reason))?;
+                if frame.index != next {
                     return Err(corrupt(
-                        &span.path,
+                        &path,
                         offset,
-                        format!("expected record {index}, found {}", frame.index),
+                        format!("expected record {next}, found {}", frame.index),
                     ));
                 }
-                visit(index, RecordRef::new(frame.kind, frame.payload));
+                visit(next, RecordRef::new(frame.kind, frame.payload));
                 pos += len;
+                next += 1;
             }
         }
         Ok(())

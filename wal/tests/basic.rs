@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wal::{
     Crash, FaultFs, FileSystem, Preallocation, Record, RecordRef, RecoveryMode, SyncPolicy, Wal,
-    WalError, WalOptions,
+    WalError, WalOptions, READ_WINDOW,
 };
 
 fn small(fs: &FaultFs) -> WalOptions {
@@ -409,4 +409,64 @@ fn wal_and_its_records_are_send_and_sync() {
     assert_send_sync::<Wal>();
     assert_send_sync::<wal::SnapshotStore>();
     assert_send_sync::<WalError>();
+}
+
+/// `read_with` reads in windows of about `READ_WINDOW` bytes: a read spanning many windows
+/// and several segments, with records smaller and larger than a window, sees every record
+/// once, in order, and so does every sub-range that starts or ends inside a window.
+#[test]
+fn reads_span_windows_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        segment_size: 3 * READ_WINDOW as u64,
+        sync: SyncPolicy::Never,
+        ..WalOptions::default()
+    };
+    let (log, _) = Wal::open(dir.path(), options.clone()).unwrap();
+    let size = |i: u64| match i % 5 {
+        0 => READ_WINDOW + 100,
+        1 => READ_WINDOW / 3,
+        _ => 1000 + i as usize,
+    };
+    let body = |i: u64| vec![(i % 251) as u8; size(i)];
+    for i in 1..=40u64 {
+        assert_eq!(
+            log.append(&[RecordRef::new(7, &body(i))]).unwrap(),
+            i..i + 1
+        );
+    }
+    assert!(log.segments().len() > 3, "{:?}", log.segments());
+    drop(log);
+    let (log, _) = Wal::open(dir.path(), options).unwrap();
+    for (start, end) in [
+        (1, 41),
+        (2, 41),
+        (1, 2),
+        (6, 7),
+        (7, 33),
+        (40, 41),
+        (12, 12),
+    ] {
+        let mut seen = Vec::new();
+        log.read_with(start..end, |index, rec| {
+            assert_eq!(rec.kind, 7);
+            assert_eq!(rec.payload.len(), size(index), "record {index}");
+            assert!(rec.payload.iter().all(|&b| b == (index % 251) as u8));
+            seen.push(index);
+        })
+        .unwrap();
+        assert_eq!(seen, (start..end).collect::<Vec<_>>(), "{start}..{end}");
+    }
+    assert!(matches!(
+        log.read_with(0..3, |_, _| {}),
+        Err(WalError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read_with(30..42, |_, _| {}),
+        Err(WalError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read_with(50..50, |_, _| {}),
+        Err(WalError::OutOfRange { .. })
+    ));
 }
