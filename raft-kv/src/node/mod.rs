@@ -344,6 +344,8 @@ pub struct RaftNode<S: StateMachine, D: Disk> {
     /// A local snapshot being written by a thread of its own
     /// ([`NodeConfig::background_snapshots`]).
     snapshot_job: Option<SnapshotJob>,
+    /// Length of the last snapshot payload this node encoded (sizes the next buffer).
+    last_snapshot_len: usize,
     known_leader: u64,
     known_term: u64,
     known_role: StateRole,
@@ -496,6 +498,7 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
             reads: Reads::default(),
             remote_reads: RemoteReads::default(),
             snapshot_job: None,
+            last_snapshot_len: 0,
             known_leader: 0,
             known_term,
             known_role: StateRole::Follower,
@@ -1529,12 +1532,12 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         if self.applied <= snapshot_index || !(due || wanted) {
             return Ok(());
         }
-        let payload = SnapshotPayload {
-            version: SnapshotPayload::VERSION,
-            membership: self.membership.clone(),
-            state_machine: self.sm.snapshot(),
-        };
-        let data = payload.encode()?;
+        // Sized like the last snapshot, so the buffer is not regrown (and copied) on the way.
+        let capacity = self.last_snapshot_len + self.last_snapshot_len / 8 + 4096;
+        let sm = &self.sm;
+        let data =
+            SnapshotPayload::encode_with(&self.membership, capacity, |out| sm.snapshot_into(out))?;
+        self.last_snapshot_len = data.len();
         let applied = self.applied;
         let conf_state = self.conf_state.clone();
         if self.config.background_snapshots {

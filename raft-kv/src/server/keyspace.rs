@@ -55,6 +55,10 @@ impl StateMachine for StoreStateMachine {
         self.store.read().snapshot()
     }
 
+    fn snapshot_into(&self, out: &mut Vec<u8>) {
+        self.store.read().snapshot_into(out);
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.store
             .write()

@@ -217,6 +217,19 @@ pub struct RaftStorage<D: Disk> {
     snapshot_wanted: Cell<bool>,
 }
 
+/// Frees compacted entries on a short-lived thread of their own: a snapshot interval's worth
+/// (100,000 by default) takes milliseconds to free, which the raft loop would otherwise
+/// spend while proposals and heartbeats wait. Frees them here if no thread can be started.
+fn drop_elsewhere(entries: VecDeque<Entry>) {
+    if entries.len() < 1024 {
+        return;
+    }
+    // If the thread cannot start, `spawn` drops the closure, and the entries with it.
+    let _ = std::thread::Builder::new()
+        .name("log-free".into())
+        .spawn(move || drop(entries));
+}
+
 fn encode<M: protobuf::Message>(message: &M, what: &str) -> Result<Vec<u8>, NodeError> {
     message
         .write_to_bytes()
@@ -790,7 +803,8 @@ impl<D: Disk> RaftStorage<D> {
         if new_base_index > self.base.index {
             let drop = (new_base_index - self.base.index) as usize;
             let new_base_term = self.term_of(new_base_index).unwrap_or(term);
-            self.entries.drain(..drop);
+            let kept = self.entries.split_off(drop);
+            drop_elsewhere(std::mem::replace(&mut self.entries, kept));
             self.entry_records.drain(..drop);
             self.base = LogBase {
                 index: new_base_index,
