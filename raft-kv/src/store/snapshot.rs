@@ -507,7 +507,9 @@ mod tests {
     #[test]
     fn snapshot_into_appends_the_snapshot() {
         let mut store = Store::new();
-        store.apply(&Command::set("/a/b", "v", UnixNanos(1))).unwrap();
+        store
+            .apply(&Command::set("/a/b", "v", UnixNanos(1)))
+            .unwrap();
         store.apply(&Command::set("/c", "w", UnixNanos(2))).unwrap();
         let mut out = b"prefix".to_vec();
         store.snapshot_into(&mut out);
