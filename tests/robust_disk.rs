@@ -192,6 +192,16 @@ fn a_full_disk_stops_the_member_and_nothing_acknowledged_is_lost() {
             break;
         }
     }
+    // Once the member has failed, every write is refused at once, so the 400 attempts can
+    // end while the process is still shutting down: give it time to exit.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while exit.is_none() && Instant::now() < deadline {
+        exit = guard
+            .member
+            .as_mut()
+            .and_then(|m| m.try_wait().ok().flatten());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let status = exit.unwrap_or_else(|| panic!("the member never stopped on a full disk\n{text}"));
     guard.member = None;
