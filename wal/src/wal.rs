@@ -896,37 +896,37 @@ impl Wal {
         range: Range<u64>,
         mut visit: impl FnMut(u64, RecordRef<'_>),
     ) -> Result<()> {
-        {
-            let st = self.state.lock();
-            let (first, last) = (st.first_index(), st.next_index);
-            if range.start > range.end || range.start < first || range.end > last {
-                return Err(WalError::OutOfRange {
-                    start: range.start,
-                    end: range.end,
-                    first,
-                    next: last,
-                });
-            }
+        /// One window planned under the lock: `count` records at `start..end` of a segment.
+        struct Window {
+            file: Arc<dyn FileHandle>,
+            path: PathBuf,
+            salt: u32,
+            count: usize,
+            start: u64,
+            end: u64,
         }
         let mut buf = Vec::new();
         let mut next = range.start;
         // The `rewrites` count under which `next..range.end` was last seen written.
         let mut written_as = None;
-        while next < range.end {
+        loop {
             // Bytes are read outside the lock; if a truncation or reset rewrote the tail
             // meanwhile, they may be stale, so plan and read the window again (the rest of
             // the range may now be out of range).
-            let (path, salt, count, start) = loop {
-                let (rewrites, file, path, salt, count, start, end) = {
+            let window = loop {
+                let (rewrites, window) = {
                     let mut st = self.state.lock();
                     let (first, last) = (st.first_index(), st.next_index);
-                    if next < first || range.end > last {
+                    if next > range.end || next < first || range.end > last {
                         return Err(WalError::OutOfRange {
                             start: next,
                             end: range.end,
                             first,
                             next: last,
                         });
+                    }
+                    if range.is_empty() {
+                        return Ok(());
                     }
                     if written_as != Some(st.rewrites) {
                         // First window, or the log was rewritten since: wait until the
@@ -957,33 +957,34 @@ impl Wal {
                     let fits =
                         after.partition_point(|&o| u64::from(o) - start <= READ_WINDOW as u64);
                     let j = i + 1 + fits;
-                    let end = seg.offsets.get(j).map_or(seg.tail, |&o| u64::from(o));
-                    (
-                        st.rewrites,
+                    let window = Window {
                         file,
-                        seg.path.clone(),
-                        seg.salt,
-                        j - i,
+                        path: seg.path.clone(),
+                        salt: seg.salt,
+                        count: j - i,
                         start,
-                        end,
-                    )
+                        end: seg.offsets.get(j).map_or(seg.tail, |&o| u64::from(o)),
+                    };
+                    (st.rewrites, window)
                 };
                 buf.clear();
-                buf.resize((end - start) as usize, 0);
-                file.read_exact_at(&mut buf, start)
-                    .map_err(WalError::io("read segment", &path))?;
+                buf.resize((window.end - window.start) as usize, 0);
+                window
+                    .file
+                    .read_exact_at(&mut buf, window.start)
+                    .map_err(WalError::io("read segment", &window.path))?;
                 if self.state.lock().rewrites == rewrites {
-                    break (path, salt, count, start);
+                    break window;
                 }
             };
             let mut pos = 0;
-            for _ in 0..count {
-                let offset = start + pos as u64;
-                let (frame, len) = Frame::decode(buf.get(pos..).unwrap_or(&[]), salt)
-                    .map_err(|reason| corrupt(&path, offset, reason))?;
+            for _ in 0..window.count {
+                let offset = window.start + pos as u64;
+                let (frame, len) = Frame::decode(buf.get(pos..).unwrap_or(&[]), window.salt)
+                    .map_err(|reason| corrupt(&window.path, offset, reason))?;
                 if frame.index != next {
                     return Err(corrupt(
-                        &path,
+                        &window.path,
                         offset,
                         format!("expected record {next}, found {}", frame.index),
                     ));
@@ -992,8 +993,10 @@ impl Wal {
                 pos += len;
                 next += 1;
             }
+            if next == range.end {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Index of the first record in the log.

@@ -1534,9 +1534,9 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         }
         // Sized like the last snapshot, so the buffer is not regrown (and copied) on the way.
         let capacity = self.last_snapshot_len + self.last_snapshot_len / 8 + 4096;
-        let sm = &self.sm;
-        let data =
-            SnapshotPayload::encode_with(&self.membership, capacity, |out| sm.snapshot_into(out))?;
+        let data = SnapshotPayload::encode_with(&self.membership, capacity, |out| {
+            self.sm.snapshot_into(out)
+        })?;
         self.last_snapshot_len = data.len();
         let applied = self.applied;
         let conf_state = self.conf_state.clone();
