@@ -408,3 +408,90 @@ proptest! {
         }
     }
 }
+
+/// Applied entries leave the leader's memory (past `log_cache_entries`); a follower that
+/// was down catches up from entries the leader reads back from its disk, not from a
+/// snapshot, and ends with the same log and state.
+#[test]
+fn node_lagging_follower_catches_up_from_entries_read_back_from_disk() {
+    let mut config = SimConfig::from_env(311);
+    config.node.log_cache_entries = 4;
+    let mut cluster = Cluster::new(config, 3);
+    let leader = cluster.wait_for_leader(5 * SECOND);
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    cluster.crash(follower);
+    for i in 0..120 {
+        cluster
+            .put_and_wait(leader, &format!("k{i}"), "v", 5 * SECOND)
+            .expect("write with two of three members");
+    }
+    let storage = cluster.node(leader).expect("leader").storage();
+    assert!(
+        storage.first_cached() > storage.first() + 100,
+        "applied entries left memory: log {}..={}, cached from {}",
+        storage.first(),
+        storage.last(),
+        storage.first_cached()
+    );
+    let reads = cluster.disk(leader).expect("disk").reads();
+    cluster.restart(follower);
+    cluster.converge(10 * SECOND);
+    assert!(
+        cluster.disk(leader).expect("disk").reads() > reads,
+        "the leader read entries back for the follower"
+    );
+    let status = cluster.node(follower).expect("follower").status();
+    assert_eq!(
+        status.counters.snapshots_installed, 0,
+        "caught up from the log"
+    );
+    assert_eq!(
+        cluster
+            .node(follower)
+            .expect("follower")
+            .state_machine()
+            .get("k119")
+            .map(String::as_str),
+        Some("v")
+    );
+}
+
+/// A leader that cannot read entries back from its disk stops (as on a failed write); the
+/// others elect a new leader and the follower catches up from it.
+#[test]
+fn node_failed_read_back_stops_the_leader() {
+    let mut config = SimConfig::from_env(312);
+    config.node.log_cache_entries = 4;
+    let mut cluster = Cluster::new(config, 3);
+    let leader = cluster.wait_for_leader(5 * SECOND);
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    cluster.crash(follower);
+    for i in 0..60 {
+        cluster
+            .put_and_wait(leader, &format!("k{i}"), "v", 5 * SECOND)
+            .expect("write with two of three members");
+    }
+    cluster
+        .disk(leader)
+        .expect("disk")
+        .inject(MemDiskFault::FailReads(1));
+    cluster.restart(follower);
+    let stopped = cluster.run_until(10 * SECOND, |c| {
+        c.node(leader)
+            .is_some_and(|n| matches!(n.lifecycle(), Lifecycle::Failed(NodeError::Storage { .. })))
+    });
+    assert!(stopped, "the leader stopped on the failed read");
+    let new_leader = cluster.wait_for_leader(10 * SECOND);
+    assert_ne!(new_leader, leader);
+    cluster
+        .put_and_wait(new_leader, "after", "v", 5 * SECOND)
+        .expect("the two others still make progress");
+}

@@ -26,8 +26,13 @@ pub struct NodeConfig {
     pub heartbeat_ticks: usize,
     /// Take a snapshot (and compact the log) every this many applied entries.
     pub snapshot_interval: u64,
-    /// Entries kept in memory before a snapshot so slow followers can catch up from the log.
+    /// Entries kept in the log before a snapshot so slow followers can catch up from the
+    /// log instead of a snapshot (as long as their records are still in the WAL).
     pub snapshot_catchup_entries: u64,
+    /// Entries of the log kept in memory (unapplied ones always are); older applied ones
+    /// are read back from the WAL when a follower that fell behind needs them (see
+    /// [`crate::storage`]).
+    pub log_cache_entries: usize,
     /// A request (proposal or read) not answered after this many ticks fails with
     /// [`NodeError::TimedOut`].
     pub request_timeout_ticks: u64,
@@ -64,6 +69,7 @@ impl NodeConfig {
             heartbeat_ticks: 1,
             snapshot_interval: 10_000,
             snapshot_catchup_entries: 5_000,
+            log_cache_entries: crate::storage::DEFAULT_CACHE_ENTRIES,
             request_timeout_ticks: 50,
             read_retry_ticks: 5,
             sync_interval_ticks: 5,

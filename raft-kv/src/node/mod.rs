@@ -397,6 +397,7 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         };
         let boot_id = rng.next_u64();
         let (mut storage, recovered) = RaftStorage::open(disk)?;
+        storage.set_cache_limit(config.log_cache_entries);
         let mut membership = Membership::default();
         let mut conf_state = ConfState::default();
         let mut applied = 0;
@@ -938,6 +939,12 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         }
         self.flush_proposals();
         self.maybe_start_read_round();
+        if let Some(e) = self.raw.store().take_read_error() {
+            // Reading entries back for a follower failed (it gets a snapshot meanwhile):
+            // the WAL cannot be trusted, so stop as on a failed write.
+            self.fail(e.clone());
+            return Err(e);
+        }
         if !self.raw.has_ready() {
             return Ok(false);
         }
@@ -1030,6 +1037,7 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         self.apply_entries(committed)?;
         if self.lifecycle.is_running() {
             self.raw.advance_apply_to(self.applied);
+            self.raw.mut_store().note_applied(self.applied);
         }
 
         // 8. Serve reads, 9. snapshot.

@@ -117,6 +117,8 @@ impl SimConfig {
         let mut node = NodeConfig::new(1);
         node.snapshot_interval = 200;
         node.snapshot_catchup_entries = 50;
+        // A small cache: leaders often read entries for lagging followers back from disk.
+        node.log_cache_entries = 8;
         node.sync_interval_ticks = 0;
         SimConfig {
             seed,
@@ -699,18 +701,23 @@ impl<S: SimMachine> Cluster<S> {
             let Some(node) = &slot.node else { continue };
             let storage = node.storage();
             let commit = node.status().commit.min(storage.last());
-            let mut entries = Vec::new();
-            for index in storage.first()..=storage.last() {
-                if let Some(entry) = storage.entry(index) {
-                    entries.push((
-                        index,
+            // The whole log: entries still in memory and those read back from the disk.
+            let log = match storage.entries_in(storage.first(), storage.last() + 1, None) {
+                Ok(log) => log.unwrap_or_default(),
+                Err(e) => self.fail(&format!("member {id} cannot read its own log: {e}")),
+            };
+            let entries = log
+                .iter()
+                .map(|entry| {
+                    (
+                        entry.index,
                         EntryId {
                             term: entry.term,
                             digest: entry_digest(entry),
                         },
-                    ));
-                }
-            }
+                    )
+                })
+                .collect();
             logs.push((*id, commit, entries));
         }
         // Committed entries never change.

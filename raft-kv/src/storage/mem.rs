@@ -5,7 +5,7 @@
 //! shareable handle). Compaction is segment-granular like the real WAL (records are grouped
 //! in fixed-size segments and only whole segments are dropped), so recovery is exercised
 //! with stale records before the compaction point. Faults can be injected: the next
-//! appends or snapshot saves fail, as a failing fsync would.
+//! appends or snapshot saves fail, as a failing fsync would, or the next reads fail.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -23,6 +23,8 @@ pub enum MemDiskFault {
     FailAppends(u32),
     /// The next `n` snapshot saves fail and write nothing.
     FailSnapshots(u32),
+    /// The next `n` reads ([`Disk::read`]) fail, as an I/O error would.
+    FailReads(u32),
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +34,8 @@ struct State {
     snapshot: Option<(DiskSnapshotMeta, Vec<u8>)>,
     fail_appends: u32,
     fail_snapshots: u32,
+    fail_reads: u32,
+    reads: u64,
     appends: u64,
     snapshots_saved: u64,
 }
@@ -84,7 +88,13 @@ impl MemDisk {
         match fault {
             MemDiskFault::FailAppends(n) => state.fail_appends = n,
             MemDiskFault::FailSnapshots(n) => state.fail_snapshots = n,
+            MemDiskFault::FailReads(n) => state.fail_reads = n,
         }
+    }
+
+    /// Number of successful [`Disk::read`] calls.
+    pub fn reads(&self) -> u64 {
+        self.state.lock().reads
     }
 
     /// Number of successful appends (each one stands for an fsync).
@@ -126,6 +136,23 @@ impl Disk for MemDisk {
 
     fn records(&mut self) -> Result<Vec<DiskRecord>, BoxError> {
         Ok(self.state.lock().records.iter().cloned().collect())
+    }
+
+    fn read(&self, range: Range<u64>) -> Result<Vec<DiskRecord>, BoxError> {
+        let mut state = self.state.lock();
+        if state.fail_reads > 0 {
+            state.fail_reads -= 1;
+            return Err(Arc::new(InjectedFault("read failed")));
+        }
+        let first = state.records.front().map_or(state.next_index, |r| r.index);
+        if range.start < first || range.end > state.next_index {
+            return Err(Arc::new(InjectedFault("read out of range")));
+        }
+        let start = (range.start - first) as usize;
+        let end = (range.end.max(range.start) - first) as usize;
+        let out = state.records.range(start..end).cloned().collect();
+        state.reads += 1;
+        Ok(out)
     }
 
     fn compact_prefix(&mut self, upto: u64) -> Result<u64, BoxError> {

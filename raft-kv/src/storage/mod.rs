@@ -34,6 +34,23 @@
 //! `catchup_entries` entries before the snapshot so slow followers can still catch up from
 //! the log instead of a snapshot.
 //!
+//! # What stays in memory
+//!
+//! Every entry's term and record index stay in memory (16 bytes an entry), so `term()`
+//! never touches the disk. The entries themselves are kept only for the newest part of the
+//! log: while more than the cache limit ([`RaftStorage::set_cache_limit`],
+//! [`DEFAULT_CACHE_ENTRIES`] by default) are held, the oldest applied ones are dropped from
+//! memory and read back from the disk
+//! ([`Disk::read`]) when raft asks for them: a follower that fell behind, or one
+//! catching up after a restart. Followers in step and the state machine only ever ask
+//! for entries still in memory. Between two snapshots the log grows to `snapshot_interval`
+//! entries (100,000 by default, as etcd's `--snapshot-count`); held in full that would be
+//! 20–30 MB per member.
+//!
+//! A read that fails (an I/O error, a record that does not decode or does not match the
+//! log) is answered as `Compacted`, so raft sends the follower a snapshot instead, and is
+//! kept for [`RaftStorage::take_read_error`]: the node stops on it, as on a failed write.
+//!
 //! # Log records
 //!
 //! The record index of the log is the [`Disk`]'s own sequence, independent of raft indexes.
@@ -73,7 +90,7 @@
 mod mem;
 mod wal_disk;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::Range;
 
@@ -145,7 +162,8 @@ pub struct DiskSnapshotMeta {
 /// Contract (to ensure correctness, an implementation must):
 /// - make every record of an `append` durable before returning (one fsync per call), and
 ///   return the consecutive record indexes it assigned;
-/// - return from [`Disk::records`] every record not compacted away, in index order;
+/// - return from [`Disk::records`] every record not compacted away, in index order, and
+///   from [`Disk::read`] exactly the records asked for;
 /// - keep at least every record at or after `upto` in [`Disk::compact_prefix`] (it may keep
 ///   more: whole segments only);
 /// - make a saved snapshot durable before returning from [`Disk::save_snapshot`], and
@@ -160,6 +178,8 @@ pub trait Disk: Send {
     fn compact_prefix(&mut self, upto: u64) -> Result<u64, BoxError>;
     /// Saves a snapshot durably.
     fn save_snapshot(&mut self, meta: &DiskSnapshotMeta, data: &[u8]) -> Result<(), BoxError>;
+    /// The records with indexes in `range`, in order (every one must still be on disk).
+    fn read(&self, range: Range<u64>) -> Result<Vec<DiskRecord>, BoxError>;
     /// Loads the newest snapshot, if any.
     fn load_snapshot(&self) -> Result<Option<(DiskSnapshotMeta, Vec<u8>)>, BoxError>;
     /// Something that saves a snapshot exactly as [`Disk::save_snapshot`] does (durably
@@ -177,7 +197,14 @@ pub type SnapshotThread = std::thread::JoinHandle<Result<(), NodeError>>;
 pub type SnapshotSaver =
     Box<dyn FnOnce(&DiskSnapshotMeta, &[u8]) -> Result<(), BoxError> + Send + 'static>;
 
-/// The `(index, term)` of the entry just before the first one held in memory.
+/// Entries of the log [`RaftStorage`] keeps in memory by default (unapplied ones always
+/// stay; see the module documentation).
+pub const DEFAULT_CACHE_ENTRIES: usize = 4096;
+
+/// Records read from the disk at once when raft asks for entries no longer in memory.
+const READ_CHUNK: usize = 256;
+
+/// The `(index, term)` of the entry just before the first one in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct LogBase {
     index: u64,
@@ -204,10 +231,23 @@ pub struct RaftStorage<D: Disk> {
     /// Set when the in-memory hard state holds a commit index not yet written.
     hard_state_dirty: bool,
     base: LogBase,
-    entries: VecDeque<Entry>,
-    /// The record index of each in-memory entry, parallel to `entries` (0 = not on disk
-    /// since the last restart, which only happens for catch-up entries below the snapshot).
+    /// The term of every entry after `base`, in order: `terms.len()` is the log's length.
+    terms: VecDeque<u64>,
+    /// The record index of every entry after `base`, parallel to `terms`. Increasing: an
+    /// entry is written after the ones before it.
     entry_records: VecDeque<u64>,
+    /// The newest entries themselves: a suffix of the log (the ones before it are read
+    /// back from the disk).
+    entries: VecDeque<Entry>,
+    /// Entries kept in memory (unapplied ones always are).
+    cache_limit: usize,
+    /// The applied index as the node last reported it: entries up to it may leave memory.
+    applied: u64,
+    /// The first record still on disk: entries written before it can no longer leave
+    /// memory (they go when the base moves past them).
+    first_record: u64,
+    /// The first failed read of an entry from the disk (see the module documentation).
+    read_error: RefCell<Option<NodeError>>,
     /// The newest snapshot's metadata (index, term, conf state); index 0 = none yet.
     snapshot_meta: SnapshotMetadata,
     /// The raft index of the newest applied conf change: a snapshot older than this does not
@@ -392,6 +432,7 @@ impl<D: Disk> RaftStorage<D> {
         let records = disk
             .records()
             .map_err(disk_err("reading the raft log".into()))?;
+        let first_record = records.first().map_or(0, |r| r.index);
         let mut replay = Replay {
             base: None,
             entries: VecDeque::new(),
@@ -476,6 +517,7 @@ impl<D: Disk> RaftStorage<D> {
             Some(base) => base,
         };
         let last_index = base.index + replay.entries.len() as u64;
+        let terms = replay.entries.iter().map(|e| e.term).collect();
         let mut hard_state = replay.hard_state;
         hard_state.commit = hard_state.commit.max(base.index);
         hard_state.term = hard_state.term.max(base.term);
@@ -494,8 +536,15 @@ impl<D: Disk> RaftStorage<D> {
             hard_state: hard_state.clone(),
             hard_state_dirty: false,
             base,
+            terms,
             entries: replay.entries,
             entry_records: replay.entry_records,
+            cache_limit: DEFAULT_CACHE_ENTRIES,
+            // The state machine restarts from the snapshot: everything after it is applied
+            // again, so it stays in memory until then.
+            applied: base.index,
+            first_record,
+            read_error: RefCell::new(None),
             last_conf_change_index: snapshot_meta.index,
             snapshot_meta,
             snapshot_wanted: Cell::new(false),
@@ -511,7 +560,7 @@ impl<D: Disk> RaftStorage<D> {
     /// True when the storage holds no state at all (a member that has not joined yet).
     pub fn is_empty(&self) -> bool {
         self.snapshot_meta.index == 0
-            && self.entries.is_empty()
+            && self.terms.is_empty()
             && self.hard_state == HardState::default()
     }
 
@@ -561,7 +610,7 @@ impl<D: Disk> RaftStorage<D> {
                     0usize,
                 )
             }
-            None => (self.base, self.entries.len()),
+            None => (self.base, self.terms.len()),
         };
         let kept_after_append = match entries.first() {
             None => kept,
@@ -635,21 +684,29 @@ impl<D: Disk> RaftStorage<D> {
         let mut record_index = range.start;
         if let Some(snap) = snapshot {
             self.base = new_base;
+            self.terms.clear();
             self.entries.clear();
             self.entry_records.clear();
             self.snapshot_meta = snap.get_metadata().clone();
             self.last_conf_change_index = self.snapshot_meta.index;
+            self.applied = self.applied.max(new_base.index);
             record_index += 1;
         }
-        self.entries.truncate(kept_after_append);
+        // The cached entries are a suffix: cut them where the log is cut.
+        let cold = self.cold_len();
+        self.terms.truncate(kept_after_append);
         self.entry_records.truncate(kept_after_append);
+        self.entries
+            .truncate(kept_after_append.saturating_sub(cold));
         for entry in entries {
+            self.terms.push_back(entry.term);
             self.entries.push_back(entry.clone());
             self.entry_records.push_back(record_index);
             record_index += 1;
         }
         self.hard_state = new_hard_state;
         self.hard_state_dirty = false;
+        self.evict();
         Ok(())
     }
 
@@ -792,19 +849,34 @@ impl<D: Disk> RaftStorage<D> {
             .find(|&r| r != 0)
             .unwrap_or(range.start)
             .min(range.start);
-        self.disk
+        let first_record = self
+            .disk
             .compact_prefix(keep_from)
             .map_err(disk_err(format!(
                 "compacting the log before record {keep_from}"
             )))?;
+        self.first_record = first_record;
 
-        // In memory: keep catch-up entries before the snapshot.
-        let new_base_index = index.saturating_sub(catchup_entries).max(self.base.index);
+        // Keep catch-up entries before the snapshot, but not those that are neither in
+        // memory nor on disk any more (the records compacted away).
+        let cold = self.cold_len();
+        let gone = self
+            .entry_records
+            .iter()
+            .take(cold)
+            .take_while(|&&r| r < first_record)
+            .count() as u64;
+        let new_base_index = index
+            .saturating_sub(catchup_entries)
+            .max(self.base.index + gone)
+            .min(index);
         if new_base_index > self.base.index {
             let drop = (new_base_index - self.base.index) as usize;
             let new_base_term = self.term_of(new_base_index).unwrap_or(term);
-            let kept = self.entries.split_off(drop);
+            let hot_drop = drop.saturating_sub(cold).min(self.entries.len());
+            let kept = self.entries.split_off(hot_drop);
             drop_elsewhere(std::mem::replace(&mut self.entries, kept));
+            self.terms.drain(..drop);
             self.entry_records.drain(..drop);
             self.base = LogBase {
                 index: new_base_index,
@@ -841,14 +913,14 @@ impl<D: Disk> RaftStorage<D> {
         &self.disk
     }
 
-    /// Index of the first entry held in memory.
+    /// Index of the first entry of the log (in memory or on disk).
     pub fn first(&self) -> u64 {
         self.base.index + 1
     }
 
     /// Index of the last entry.
     pub fn last(&self) -> u64 {
-        self.base.index + self.entries.len() as u64
+        self.base.index + self.terms.len() as u64
     }
 
     /// The term of the entry at `index`, if it is known (including the base).
@@ -857,13 +929,155 @@ impl<D: Disk> RaftStorage<D> {
             return Some(self.base.term);
         }
         let offset = index.checked_sub(self.base.index + 1)?;
-        self.entries.get(offset as usize).map(|e| e.term)
+        self.terms.get(offset as usize).copied()
     }
 
-    /// A copy of the entry at `index`, if held in memory.
-    pub fn entry(&self, index: u64) -> Option<&Entry> {
-        let offset = index.checked_sub(self.base.index + 1)?;
+    /// The entry at `index`, if it is still held in memory.
+    pub fn cached_entry(&self, index: u64) -> Option<&Entry> {
+        let offset = index.checked_sub(self.base.index + 1 + self.cold_len() as u64)?;
         self.entries.get(offset as usize)
+    }
+
+    /// Index of the first entry held in memory (`last() + 1` when none is).
+    pub fn first_cached(&self) -> u64 {
+        self.first() + self.cold_len() as u64
+    }
+
+    /// Sets how many entries of the log are kept in memory (at least 1; unapplied ones
+    /// always are); see the module documentation.
+    pub fn set_cache_limit(&mut self, entries: usize) {
+        self.cache_limit = entries.max(1);
+        self.evict();
+    }
+
+    /// Tells the storage the state machine applied everything up to `applied`: those
+    /// entries may leave memory.
+    pub fn note_applied(&mut self, applied: u64) {
+        if applied > self.applied {
+            self.applied = applied;
+            self.evict();
+        }
+    }
+
+    /// The first failed read of an entry from the disk, if any (taken: reported once).
+    pub fn take_read_error(&self) -> Option<NodeError> {
+        self.read_error.borrow_mut().take()
+    }
+
+    /// The entries `low..high`, read from memory and, for those no longer held there, from
+    /// the disk; stops early once they add up to more than `max_size` bytes (at least one
+    /// entry is returned). `Ok(None)`: the range is not in the log.
+    pub fn entries_in(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: Option<u64>,
+    ) -> Result<Option<Vec<Entry>>, NodeError> {
+        if low <= self.base.index || high > self.last() + 1 || low > high {
+            return Ok(None);
+        }
+        let start = (low - self.base.index - 1) as usize;
+        let end = (high - self.base.index - 1) as usize;
+        let cold = self.cold_len();
+        let mut out = Vec::with_capacity((end - start).min(READ_CHUNK * 4));
+        let mut size = 0u64;
+        // Adds an entry unless the size limit is reached; false = stop.
+        let mut take = |entry: Entry, out: &mut Vec<Entry>| {
+            size += u64::from(entry.compute_size());
+            if !out.is_empty() && max_size.is_some_and(|max| size > max) {
+                return false;
+            }
+            out.push(entry);
+            true
+        };
+        let mut at = start;
+        while at < end.min(cold) {
+            let chunk_end = (at + READ_CHUNK).min(end.min(cold));
+            for entry in self.read_cold(at..chunk_end)? {
+                if !take(entry, &mut out) {
+                    return Ok(Some(out));
+                }
+            }
+            at = chunk_end;
+        }
+        let hot = at.saturating_sub(cold)..end.saturating_sub(cold);
+        for entry in self.entries.range(hot) {
+            if !take(entry.clone(), &mut out) {
+                break;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Entries no longer in memory, by log offset (`0` = the entry after the base), read
+    /// back from the disk and checked against the log.
+    fn read_cold(&self, offsets: Range<usize>) -> Result<Vec<Entry>, NodeError> {
+        let (Some(&first), Some(&last)) = (
+            self.entry_records.get(offsets.start),
+            self.entry_records.get(offsets.end.wrapping_sub(1)),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let low = self.base.index + 1 + offsets.start as u64;
+        let high = low + offsets.len() as u64 - 1;
+        let what = || format!("entries {low}..={high} (log records {first}..={last})");
+        let records = self
+            .disk
+            .read(first..last + 1)
+            .map_err(disk_err(format!("reading {}", what())))?;
+        let mut out = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            let index = self.base.index + 1 + offset as u64;
+            let record = self
+                .entry_records
+                .get(offset)
+                .and_then(|&r| records.get(r.checked_sub(first)? as usize));
+            let entry = match record {
+                Some(r) if r.kind == RecordKind::Entry as u8 => {
+                    decode::<Entry>(&r.payload, "entry", r.index)?
+                }
+                _ => {
+                    return Err(NodeError::corrupt(format!(
+                        "reading {}: no entry record for entry {index}",
+                        what()
+                    )))
+                }
+            };
+            if entry.index != index || Some(entry.term) != self.terms.get(offset).copied() {
+                return Err(NodeError::corrupt(format!(
+                    "reading {}: log record {} holds entry {} of term {}, not entry {index} \
+                     of term {}",
+                    what(),
+                    self.entry_records.get(offset).copied().unwrap_or(0),
+                    entry.index,
+                    entry.term,
+                    self.terms.get(offset).copied().unwrap_or(0)
+                )));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Entries of the log no longer held in memory (a prefix).
+    fn cold_len(&self) -> usize {
+        self.terms.len() - self.entries.len()
+    }
+
+    /// Drops the oldest applied entries from memory beyond the cache limit.
+    fn evict(&mut self) {
+        while self.entries.len() > self.cache_limit {
+            let cold = self.cold_len();
+            let index = self.base.index + 1 + cold as u64;
+            let on_disk = self
+                .entry_records
+                .get(cold)
+                .is_some_and(|&r| r != 0 && r >= self.first_record);
+            if index > self.applied || !on_disk {
+                break;
+            }
+            self.entries.pop_front();
+        }
     }
 }
 
@@ -885,22 +1099,18 @@ impl<D: Disk> raft::Storage for RaftStorage<D> {
         if low <= self.base.index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if high > self.last() + 1 || low > high {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        let start = (low - self.base.index - 1) as usize;
-        let end = (high - self.base.index - 1) as usize;
-        let max_size = max_size.into();
-        let mut out = Vec::with_capacity(end - start);
-        let mut size = 0u64;
-        for entry in self.entries.range(start..end) {
-            size += u64::from(entry.compute_size());
-            if !out.is_empty() && max_size.is_some_and(|max| size > max) {
-                break;
+        match self.entries_in(low, high, max_size.into()) {
+            Ok(Some(entries)) => Ok(entries),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => {
+                // Only applied entries leave memory, so only a leader sending to a follower
+                // that fell behind gets here: it sends a snapshot instead, and the node
+                // stops on the error it finds kept.
+                tracing::error!(error = %e, "reading raft entries back from the disk failed");
+                self.read_error.borrow_mut().get_or_insert(e);
+                Err(raft::Error::Store(StorageError::Compacted))
             }
-            out.push(entry.clone());
         }
-        Ok(out)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {

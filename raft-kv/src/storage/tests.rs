@@ -409,6 +409,8 @@ enum Op {
     },
     /// Commit up to a fraction of the log.
     Commit { permille: u64 },
+    /// Apply up to a fraction of the committed entries (they may leave memory).
+    Apply { permille: u64 },
     /// Snapshot at a fraction of the committed prefix.
     Snapshot { permille: u64, catchup: u64 },
     /// Install a snapshot ahead of the log.
@@ -421,6 +423,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u64..4, 1u64..6, 0u64..2).prop_map(|(back, count, term_bump)| Op::Append { back, count, term_bump }),
         2 => (0u64..=1000).prop_map(|permille| Op::Commit { permille }),
+        2 => (0u64..=1000).prop_map(|permille| Op::Apply { permille }),
         1 => (0u64..=1000, 0u64..4).prop_map(|(permille, catchup)| Op::Snapshot { permille, catchup }),
         1 => (1u64..5).prop_map(|ahead| Op::Install { ahead }),
         1 => Just(Op::Reopen),
@@ -433,6 +436,7 @@ struct Model {
     base: (u64, u64),
     log: Vec<(u64, u64)>,
     commit: u64,
+    applied: u64,
     term: u64,
     snapshot: u64,
 }
@@ -463,6 +467,34 @@ fn check<D: Disk>(storage: &RaftStorage<D>, model: &Model) -> Result<(), TestCas
         );
     }
     prop_assert_eq!(storage.hard_state().commit, model.commit);
+    // The entries themselves, whether in memory or read back from the disk.
+    let (first, last) = (storage.first(), storage.last());
+    let all = storage
+        .entries(first, last + 1, None, GetEntriesContext::empty(false))
+        .map_err(|e| TestCaseError::fail(format!("entries {first}..={last}: {e}")))?;
+    let expected: Vec<Entry> = model.log.iter().map(|&(i, t)| entry(i, t)).collect();
+    prop_assert_eq!(all, expected);
+    if first <= last {
+        // A size limit still returns at least one entry.
+        let one = storage
+            .entries(first, last + 1, Some(0), GetEntriesContext::empty(false))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(one.len(), 1);
+        prop_assert_eq!(one[0].index, first);
+    }
+    // Only applied entries leave memory.
+    prop_assert!(
+        storage.first_cached() <= (model.applied + 1).max(first),
+        "entry {} left memory but only {} is applied",
+        storage.first_cached(),
+        model.applied
+    );
+    for index in storage.first_cached()..=last {
+        prop_assert_eq!(
+            storage.cached_entry(index).map(|e| (e.index, e.term)),
+            model.term_of(index).map(|t| (index, t))
+        );
+    }
     Ok(())
 }
 
@@ -504,13 +536,14 @@ impl TestDisk for OnWal {
     }
 }
 
-fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    run_ops_on(ops, OnMemDisk(MemDisk::with_segment_records(3)))
+fn run_ops(ops: Vec<Op>, cache: usize) -> Result<(), TestCaseError> {
+    run_ops_on(ops, cache, OnMemDisk(MemDisk::with_segment_records(3)))
 }
 
-fn run_ops_on<T: TestDisk>(ops: Vec<Op>, mut disks: T) -> Result<(), TestCaseError> {
+fn run_ops_on<T: TestDisk>(ops: Vec<Op>, cache: usize, mut disks: T) -> Result<(), TestCaseError> {
     let (mut storage, _) =
         RaftStorage::open(disks.open()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    storage.set_cache_limit(cache);
     storage
         .bootstrap(conf(&[1, 2, 3]), b"state".to_vec())
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -518,10 +551,12 @@ fn run_ops_on<T: TestDisk>(ops: Vec<Op>, mut disks: T) -> Result<(), TestCaseErr
         base: (1, 1),
         log: Vec::new(),
         commit: 1,
+        applied: 1,
         term: 1,
         snapshot: 1,
     };
     for (step, op) in ops.into_iter().enumerate() {
+        let cold_before = storage.first_cached() - storage.first();
         match op {
             Op::Append {
                 back,
@@ -547,6 +582,11 @@ fn run_ops_on<T: TestDisk>(ops: Vec<Op>, mut disks: T) -> Result<(), TestCaseErr
                 storage.set_commit(commit);
                 model.commit = commit;
             }
+            Op::Apply { permille } => {
+                let applied = model.applied + (model.commit - model.applied) * permille / 1000;
+                storage.note_applied(applied);
+                model.applied = applied;
+            }
             Op::Snapshot { permille, catchup } => {
                 let low = model.snapshot.max(model.base.0);
                 let index = low + (model.commit - low) * permille / 1000;
@@ -555,7 +595,23 @@ fn run_ops_on<T: TestDisk>(ops: Vec<Op>, mut disks: T) -> Result<(), TestCaseErr
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 if index > model.snapshot {
                     model.snapshot = index;
+                    // Catch-up entries that left memory go too once their records are
+                    // compacted away: the base may move further, up to the snapshot.
                     let new_base = index.saturating_sub(catchup).max(model.base.0);
+                    let base = storage.first() - 1;
+                    prop_assert!(
+                        (new_base..=index).contains(&base),
+                        "base {} after a snapshot at {} keeping {}",
+                        base,
+                        index,
+                        catchup
+                    );
+                    prop_assert!(
+                        base == new_base || base < storage.first_cached(),
+                        "base {} moved past entries still in memory",
+                        base
+                    );
+                    let new_base = base;
                     if new_base > model.base.0 {
                         let term = model.term_of(new_base).unwrap_or(0);
                         model.log.drain(..(new_base - model.base.0) as usize);
@@ -577,6 +633,7 @@ fn run_ops_on<T: TestDisk>(ops: Vec<Op>, mut disks: T) -> Result<(), TestCaseErr
                 model.base = (index, model.term);
                 model.log.clear();
                 model.commit = index;
+                model.applied = index;
                 model.snapshot = index;
             }
             Op::Reopen => {
@@ -587,6 +644,7 @@ fn run_ops_on<T: TestDisk>(ops: Vec<Op>, mut disks: T) -> Result<(), TestCaseErr
                 let (reopened, _) = RaftStorage::open(disks.open())
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 storage = reopened;
+                storage.set_cache_limit(cache);
                 // After a restart the log starts at the snapshot.
                 let snapshot = model.snapshot;
                 if snapshot > model.base.0 {
@@ -595,10 +653,23 @@ fn run_ops_on<T: TestDisk>(ops: Vec<Op>, mut disks: T) -> Result<(), TestCaseErr
                     model.base = (snapshot, term);
                 }
                 model.commit = storage.hard_state().commit;
+                // The state machine restarts from the snapshot.
+                model.applied = snapshot;
                 prop_assert!(model.commit >= snapshot);
             }
         }
         check(&storage, &model)?;
+        // Entries leave memory only down to the cache limit.
+        let cold = storage.first_cached() - storage.first();
+        if cold > cold_before {
+            let cached = storage.last() + 1 - storage.first_cached();
+            prop_assert!(
+                cached >= cache as u64,
+                "{} entries in memory, cache {}",
+                cached,
+                cache
+            );
+        }
     }
     Ok(())
 }
@@ -614,8 +685,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn storage_matches_model_across_crashes(ops in proptest::collection::vec(op(), 1..60)) {
-        run_ops(ops)?;
+    fn storage_matches_model_across_crashes(
+        ops in proptest::collection::vec(op(), 1..60),
+        cache in 1usize..6,
+    ) {
+        run_ops(ops, cache)?;
     }
 }
 
@@ -626,9 +700,10 @@ proptest! {
     /// every crash.
     #[test]
     fn storage_on_the_wal_matches_model_across_power_loss(
-        ops in proptest::collection::vec(op(), 1..60)
+        ops in proptest::collection::vec(op(), 1..60),
+        cache in 1usize..6,
     ) {
-        run_ops_on(ops, OnWal(wal::FaultFs::new()))?;
+        run_ops_on(ops, cache, OnWal(wal::FaultFs::new()))?;
     }
 }
 
@@ -675,8 +750,10 @@ fn regression_stale_compaction_marker_before_surviving_log() {
         },
         Op::Reopen,
     ];
-    if let Err(e) = run_ops(ops) {
-        panic!("{e}");
+    for cache in [1, DEFAULT_CACHE_ENTRIES] {
+        if let Err(e) = run_ops(ops.clone(), cache) {
+            panic!("cache {cache}: {e}");
+        }
     }
 }
 
@@ -744,8 +821,10 @@ fn regression_stale_marker_then_gap_before_newer_marker() {
         },
         Op::Reopen,
     ];
-    if let Err(e) = run_ops(ops) {
-        panic!("{e}");
+    for cache in [1, DEFAULT_CACHE_ENTRIES] {
+        if let Err(e) = run_ops(ops.clone(), cache) {
+            panic!("cache {cache}: {e}");
+        }
     }
 }
 
@@ -855,7 +934,108 @@ fn regression_back_to_back_markers_after_their_entries_were_compacted() {
         },
         Op::Reopen,
     ];
-    if let Err(e) = run_ops_on(ops, OnWal(wal::FaultFs::new())) {
-        panic!("{e}");
+    for cache in [1, DEFAULT_CACHE_ENTRIES] {
+        if let Err(e) = run_ops_on(ops.clone(), cache, OnWal(wal::FaultFs::new())) {
+            panic!("cache {cache}: {e}");
+        }
     }
+}
+
+/// Entries that left memory are read back from the disk, in chunks, and a failed read is
+/// answered as `Compacted` (raft then sends a snapshot) and kept for the node.
+#[test]
+fn applied_entries_leave_memory_and_are_read_back() {
+    let disk = MemDisk::new();
+    let mut storage = bootstrapped(&disk);
+    storage.set_cache_limit(10);
+    // 600 entries, a hard state between batches: entry records are not contiguous.
+    for batch in 0..60 {
+        let from = 2 + batch * 10;
+        storage
+            .persist_ready(
+                None,
+                &entries(from..=from + 9, 2),
+                Some(&hard_state(2, 1, from + 9)),
+            )
+            .expect("append");
+    }
+    assert_eq!(storage.first_cached(), 2, "nothing applied: all in memory");
+    storage.note_applied(500);
+    // 101 entries are not applied yet: they stay, and no applied one needs to.
+    assert_eq!(storage.first_cached(), 501);
+    assert!(storage.cached_entry(500).is_none());
+    assert!(storage.cached_entry(501).is_some());
+    let reads = disk.reads();
+    let all = storage
+        .entries(2, 602, None, GetEntriesContext::empty(false))
+        .expect("entries");
+    assert_eq!(all, entries(2..=601, 2));
+    assert_eq!(
+        disk.reads() - reads,
+        2,
+        "499 entries in chunks of {READ_CHUNK}"
+    );
+    // The size limit stops early, reading no more chunks than needed.
+    let reads = disk.reads();
+    let some = storage
+        .entries(2, 602, Some(1), GetEntriesContext::empty(false))
+        .expect("entries");
+    assert_eq!(some, entries(2..=3, 2)[..1].to_vec());
+    assert_eq!(disk.reads() - reads, 1);
+
+    disk.inject(MemDiskFault::FailReads(1));
+    assert_eq!(
+        storage.entries(100, 110, None, GetEntriesContext::empty(false)),
+        Err(raft::Error::Store(StorageError::Compacted))
+    );
+    let error = storage.take_read_error().expect("the failure is kept");
+    assert!(error.to_string().contains("entries 100..=109"), "{error}");
+    assert!(storage.take_read_error().is_none(), "reported once");
+    // Cached entries need no read.
+    assert_eq!(
+        storage
+            .entries(595, 602, None, GetEntriesContext::empty(false))
+            .expect("cached"),
+        entries(595..=601, 2)
+    );
+    // After a restart everything after the snapshot is in memory until applied again.
+    drop(storage);
+    let (mut storage, _) = reopen(&disk);
+    assert_eq!(storage.first_cached(), storage.first());
+    storage.set_cache_limit(10);
+    storage.note_applied(601);
+    assert_eq!(storage.first_cached(), 592);
+    assert_eq!(
+        storage
+            .entries(2, 602, None, GetEntriesContext::empty(false))
+            .expect("entries"),
+        entries(2..=601, 2)
+    );
+}
+
+/// A record that does not hold the entry the log expects is corruption, not an answer.
+#[test]
+fn a_cold_entry_that_does_not_match_the_log_is_an_error() {
+    let disk = MemDisk::new();
+    let mut storage = bootstrapped(&disk);
+    storage.set_cache_limit(1);
+    storage
+        .persist_ready(None, &entries(2..=5, 2), Some(&hard_state(2, 1, 5)))
+        .expect("append");
+    storage.note_applied(5);
+    assert_eq!(storage.first_cached(), 5);
+    // Point entry 2 at the hard state record written after it.
+    storage.entry_records[0] += 4;
+    let error = storage.entries_in(2, 3, None).expect_err("mismatch");
+    assert!(
+        error.to_string().contains("no entry record for entry 2"),
+        "{error}"
+    );
+    storage.entry_records[0] -= 4;
+    storage.terms[1] = 3;
+    let error = storage.entries_in(3, 4, None).expect_err("mismatch");
+    assert!(
+        error.to_string().contains("not entry 3 of term 3"),
+        "{error}"
+    );
 }

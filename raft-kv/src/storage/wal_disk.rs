@@ -120,6 +120,21 @@ impl Disk for WalDisk {
             .collect())
     }
 
+    fn read(&self, range: Range<u64>) -> Result<Vec<DiskRecord>, BoxError> {
+        let mut out =
+            Vec::with_capacity(usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(0));
+        self.wal
+            .read_with(range, |index, record| {
+                out.push(DiskRecord {
+                    index,
+                    kind: record.kind,
+                    payload: record.payload.to_vec(),
+                })
+            })
+            .map_err(boxed)?;
+        Ok(out)
+    }
+
     fn compact_prefix(&mut self, upto: u64) -> Result<u64, BoxError> {
         self.wal.compact_prefix(upto).map_err(boxed)
     }
