@@ -495,3 +495,80 @@ fn node_failed_read_back_stops_the_leader() {
         .put_and_wait(new_leader, "after", "v", 5 * SECOND)
         .expect("the two others still make progress");
 }
+
+/// With background snapshots, the store is frozen on the raft loop and serialized on the
+/// snapshot thread while later writes are applied: every snapshot file holds exactly the
+/// state at its index, and a member restarts from it to the same state.
+#[test]
+fn node_background_snapshot_holds_the_state_at_its_index() {
+    use raft_kv::node::SnapshotPayload;
+    use raft_kv::storage::{WalDisk, WalDiskOptions};
+    use raft_kv::store::{Command, Store, UnixNanos};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open_disk = || {
+        WalDisk::open(
+            dir.path().join("wal"),
+            dir.path().join("snap"),
+            WalDiskOptions::default(),
+        )
+        .expect("disk")
+    };
+    let mut config = config(1);
+    config.snapshot_interval = 50;
+    config.background_snapshots = true;
+    let members = vec![(1, Cluster::member_info(1))];
+    let mut node = RaftNode::open(
+        config.clone(),
+        open_disk(),
+        Store::new(),
+        ClusterStart::New(members),
+    )
+    .expect("open");
+    let mut outbox = Vec::new();
+    while node.has_ready() {
+        node.process_ready(&mut outbox).expect("ready");
+    }
+    // (raft index, command) of every write, each applied in a Ready of its own.
+    let mut writes = Vec::new();
+    let mut i = 0u64;
+    while i < 400 || node.status().counters.snapshots_created < 3 {
+        assert!(i < 100_000, "no third snapshot was ever finished");
+        let command = Command::set(format!("/d/k{}", i % 150), format!("v{i}"), UnixNanos(i));
+        let done = node.propose(command.encode());
+        node.process_ready(&mut outbox).expect("ready");
+        let applied = done.wait().expect("applied");
+        assert!(applied.response.is_ok());
+        writes.push((applied.index, command));
+        i += 1;
+    }
+    let hash = node.state_hash();
+    drop(node);
+
+    let snapshots =
+        wal::SnapshotStore::open(dir.path().join("snap"), 3, std::sync::Arc::new(wal::StdFs))
+            .expect("snapshot store");
+    let metas = snapshots.metas().expect("metas");
+    assert!(metas.len() >= 2, "{metas:?}");
+    for info in snapshots.list().expect("list") {
+        let (meta, data) = snapshots.load(&info.path).expect("load");
+        let payload = SnapshotPayload::decode(&data).expect("payload");
+        let restored = Store::restore(&payload.state_machine).expect("restore");
+        let mut reference = Store::new();
+        for (index, command) in writes.iter().filter(|(index, _)| *index <= meta.index) {
+            assert!(reference.apply(command).is_ok(), "write at {index}");
+        }
+        assert_eq!(
+            restored.hash(),
+            reference.hash(),
+            "snapshot {} holds the state at its index",
+            meta.index
+        );
+    }
+    let mut node =
+        RaftNode::open(config, open_disk(), Store::new(), ClusterStart::Join).expect("reopen");
+    while node.has_ready() {
+        node.process_ready(&mut outbox).expect("ready");
+    }
+    assert_eq!(node.state_hash(), hash);
+}

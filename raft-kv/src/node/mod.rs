@@ -91,7 +91,9 @@ pub use completion::{completion_pair, Completer, Completion};
 pub use config::{ClusterStart, NodeConfig};
 pub use driver::{DriverConfig, NodeHandle};
 pub use error::NodeError;
-pub use state_machine::{fnv1a, Member, MemberInfo, Membership, SnapshotPayload, StateMachine};
+pub use state_machine::{
+    fnv1a, Member, MemberInfo, Membership, SnapshotPayload, SnapshotWriter, StateMachine,
+};
 
 use crate::storage::{Disk, RaftStorage};
 use crate::transport::Transport;
@@ -307,10 +309,11 @@ type Listener = Box<dyn FnMut(&NodeEvent) + Send>;
 /// id, the request's context).
 type RemoteReads = Arc<parking_lot::Mutex<Vec<(u64, Vec<u8>)>>>;
 
-/// A snapshot file being saved in the background; the log is compacted once it is durable.
+/// A snapshot being serialized and saved in the background; the log is compacted once it
+/// is durable.
 struct SnapshotJob {
     meta: raft::eraftpb::SnapshotMetadata,
-    thread: std::thread::JoinHandle<Result<(), NodeError>>,
+    thread: crate::storage::SnapshotThread,
 }
 
 /// The election timeout handed to raft-rs: never reached (see `run_election_timer`).
@@ -1529,7 +1532,7 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
                 .thread
                 .join()
                 .unwrap_or_else(|_| Err(NodeError::corrupt("the snapshot thread panicked")));
-            saved?;
+            self.last_snapshot_len = saved?;
             self.raw.mut_store().finish_snapshot(job.meta, catchup)?;
             self.counters.snapshots_created += 1;
         }
@@ -1542,10 +1545,6 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         }
         // Sized like the last snapshot, so the buffer is not regrown (and copied) on the way.
         let capacity = self.last_snapshot_len + self.last_snapshot_len / 8 + 4096;
-        let data = SnapshotPayload::encode_with(&self.membership, capacity, |out| {
-            self.sm.snapshot_into(out)
-        })?;
-        self.last_snapshot_len = data.len();
         let applied = self.applied;
         let conf_state = self.conf_state.clone();
         if self.config.background_snapshots {
@@ -1553,12 +1552,31 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
             let Some(mut meta) = store.prepare_snapshot(applied, conf_state)? else {
                 return Ok(());
             };
-            match store.save_snapshot_in_background(&meta, data)? {
+            // The state frozen now (O(1) for a persistent state) is serialized on the
+            // thread; otherwise it is serialized here and the thread only saves it.
+            let make: Box<dyn FnOnce() -> Result<Vec<u8>, NodeError> + Send> = match self
+                .sm
+                .snapshot_writer()
+            {
+                Some(writer) => {
+                    let membership = self.membership.clone();
+                    Box::new(move || SnapshotPayload::encode_with(&membership, capacity, writer))
+                }
+                None => {
+                    let data = SnapshotPayload::encode_with(&self.membership, capacity, |out| {
+                        self.sm.snapshot_into(out)
+                    })?;
+                    Box::new(move || Ok(data))
+                }
+            };
+            match store.save_snapshot_in_background(&meta, make)? {
                 Ok(thread) => {
                     self.snapshot_job = Some(SnapshotJob { meta, thread });
                     return Ok(());
                 }
-                Err(data) => {
+                Err(make) => {
+                    let data = make()?;
+                    self.last_snapshot_len = data.len();
                     self.raw.mut_store().create_snapshot(
                         applied,
                         meta.take_conf_state(),
@@ -1568,6 +1586,10 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
                 }
             }
         } else {
+            let data = SnapshotPayload::encode_with(&self.membership, capacity, |out| {
+                self.sm.snapshot_into(out)
+            })?;
+            self.last_snapshot_len = data.len();
             self.raw
                 .mut_store()
                 .create_snapshot(applied, conf_state, data, catchup)?;

@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::NodeError;
 
+/// Appends a frozen state's snapshot bytes to a buffer, on any thread
+/// ([`StateMachine::snapshot_writer`]).
+pub type SnapshotWriter = Box<dyn FnOnce(&mut Vec<u8>) + Send + 'static>;
+
 /// A deterministic, replicated state machine (see the module documentation).
 pub trait StateMachine: Send + 'static {
     /// What applying a command answers to its proposer.
@@ -41,6 +45,15 @@ pub trait StateMachine: Send + 'static {
         out.extend_from_slice(&self.snapshot());
     }
 
+    /// The state as it is now, to be serialized later, on another thread: a writer that
+    /// appends exactly the bytes [`StateMachine::snapshot_into`] would append now. With
+    /// [`crate::node::NodeConfig::background_snapshots`] the node takes it on its raft loop
+    /// and runs it on the thread that saves the snapshot file, so the loop only pays for
+    /// freezing the state, which a persistent (copy-on-write) state makes O(1). `None`
+    /// (the default): the node serializes on its loop.
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        None
+    }
     /// Replaces the whole state with a snapshot produced by [`StateMachine::snapshot`].
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 

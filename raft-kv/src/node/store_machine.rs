@@ -14,7 +14,7 @@
 
 use crate::store::{Command, Event, Store, StoreError, UnixNanos};
 
-use super::StateMachine;
+use super::{SnapshotWriter, StateMachine};
 
 impl StateMachine for Store {
     type Response = Result<Event, StoreError>;
@@ -25,6 +25,15 @@ impl StateMachine for Store {
 
     fn snapshot(&self) -> Vec<u8> {
         Store::snapshot(self)
+    }
+
+    fn snapshot_into(&self, out: &mut Vec<u8>) {
+        Store::snapshot_into(self, out);
+    }
+
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        let frozen = self.freeze();
+        Some(Box::new(move |out: &mut Vec<u8>| frozen.snapshot_into(out)))
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

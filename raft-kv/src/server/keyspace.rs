@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::keys_request::KeysRequest;
 use super::member::{KeySpace, Rendered};
-use crate::node::StateMachine;
+use crate::node::{SnapshotWriter, StateMachine};
 use crate::store::{Command, DeleteRequest, Event, PutRequest, Store, StoreError, UnixNanos};
 
 /// Watch events buffered per watcher on their way to the HTTP response.
@@ -57,6 +57,11 @@ impl StateMachine for StoreStateMachine {
 
     fn snapshot_into(&self, out: &mut Vec<u8>) {
         self.store.read().snapshot_into(out);
+    }
+
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        let frozen = self.store.read().freeze();
+        Some(Box::new(move |out: &mut Vec<u8>| frozen.snapshot_into(out)))
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

@@ -190,8 +190,9 @@ pub trait Disk: Send {
     }
 }
 
-/// A thread saving a snapshot ([`RaftStorage::save_snapshot_in_background`]).
-pub type SnapshotThread = std::thread::JoinHandle<Result<(), NodeError>>;
+/// A thread building and saving a snapshot ([`RaftStorage::save_snapshot_in_background`]);
+/// it returns the snapshot's length in bytes.
+pub type SnapshotThread = std::thread::JoinHandle<Result<usize, NodeError>>;
 
 /// Saves one snapshot durably, possibly on another thread (see [`Disk::snapshot_saver`]).
 pub type SnapshotSaver =
@@ -789,24 +790,30 @@ impl<D: Disk> RaftStorage<D> {
         Ok(Some(meta))
     }
 
-    /// Starts saving the snapshot `meta` (from [`RaftStorage::prepare_snapshot`]) on a
-    /// thread of its own, if the disk can ([`Disk::snapshot_saver`]); else gives the data
-    /// back (`Err(data)`) for [`RaftStorage::create_snapshot`]'s inline path. Once the
-    /// thread returns `Ok`, call [`RaftStorage::finish_snapshot`].
-    pub fn save_snapshot_in_background(
+    /// Starts building (`make_data`) and saving the snapshot `meta` (from
+    /// [`RaftStorage::prepare_snapshot`]) on a thread of its own, if the disk can
+    /// ([`Disk::snapshot_saver`]); else gives `make_data` back (`Err`) for
+    /// [`RaftStorage::create_snapshot`]'s inline path. Once the thread returns `Ok`, call
+    /// [`RaftStorage::finish_snapshot`].
+    pub fn save_snapshot_in_background<F>(
         &self,
         meta: &SnapshotMetadata,
-        data: Vec<u8>,
-    ) -> Result<Result<SnapshotThread, Vec<u8>>, NodeError> {
+        make_data: F,
+    ) -> Result<Result<SnapshotThread, F>, NodeError>
+    where
+        F: FnOnce() -> Result<Vec<u8>, NodeError> + Send + 'static,
+    {
         let Some(saver) = self.disk.snapshot_saver() else {
-            return Ok(Err(data));
+            return Ok(Err(make_data));
         };
         let disk_meta = meta_to_disk(meta)?;
         let index = meta.index;
         std::thread::Builder::new()
             .name("snapshot-save".into())
             .spawn(move || {
-                saver(&disk_meta, &data).map_err(disk_err(format!("saving snapshot {index}")))
+                let data = make_data()?;
+                saver(&disk_meta, &data).map_err(disk_err(format!("saving snapshot {index}")))?;
+                Ok(data.len())
             })
             .map(Ok)
             .map_err(|e| NodeError::storage("spawning the snapshot thread", e))

@@ -89,7 +89,7 @@ pub mod watch;
 pub use command::{Command, DeleteRequest, PutRequest, COMMAND_VERSION};
 pub use error::{ErrorCode, StoreError};
 pub use event::{Action, Event, NodeExtern, UnixNanos};
-pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use snapshot::{FrozenStore, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::Store;
 pub use stats::StoreStats;
 pub use watch::{TryNext, Watcher, HISTORY_CAPACITY, STREAM_BUFFER};

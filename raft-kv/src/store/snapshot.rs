@@ -287,7 +287,7 @@ impl<'de> Visitor<'de> for NodesVisitor {
                 expiration,
                 kind: match n.value {
                     Some(v) => Kind::File(v.into()),
-                    None => Kind::Dir(Box::default()),
+                    None => Kind::Dir(Children::new()),
                 },
             };
             let name = Name::from(n.name.as_str());
@@ -311,22 +311,42 @@ fn corrupt(why: impl fmt::Display) -> StoreError {
     )
 }
 
-impl Store {
-    /// Serializes the replicated state (see [`SNAPSHOT_MAGIC`] and the format above).
+/// The replicated state of a [`Store`] at one index, frozen ([`Store::freeze`]).
+///
+/// Taking it costs O(1) in the size of the store (the tree is persistent, see the `tree`
+/// module, and history events are shared), so a member takes it on its raft loop and
+/// serializes it on another thread while the store goes on applying writes.
+#[derive(Clone, Debug)]
+pub struct FrozenStore {
+    tree: Tree,
+    index: u64,
+    clock: UnixNanos,
+    history: History,
+}
+
+impl FrozenStore {
+    /// The etcd index the state was frozen at.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Serializes the state: exactly the bytes [`Store::snapshot`] gave when it was
+    /// frozen.
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         self.snapshot_into(&mut out);
         out
     }
 
-    /// Appends [`Store::snapshot`]'s bytes to `out`.
+    /// Appends [`FrozenStore::snapshot`]'s bytes to `out`.
     pub fn snapshot_into(&self, out: &mut Vec<u8>) {
         use bincode::Options;
+        let empty = Children::new();
         let body = BodyOut {
             index: self.index,
             clock: self.clock.0,
             nodes: NodesOut {
-                root: self.tree.root.children().unwrap_or(&EMPTY),
+                root: self.tree.root.children().unwrap_or(&empty),
                 count: self.tree.count_nodes(),
             },
             history: self
@@ -347,6 +367,29 @@ impl Store {
         // Serializing into a Vec fails only if the node count were wrong, which it cannot
         // be: it was just computed from the same tree.
         let _ = bincode_options().serialize_into(&mut *out, &body);
+    }
+}
+
+impl Store {
+    /// The replicated state as it is now, frozen: cheap to take, serialized later (see
+    /// [`FrozenStore`]).
+    pub fn freeze(&self) -> FrozenStore {
+        FrozenStore {
+            tree: self.tree.clone(),
+            index: self.index,
+            clock: self.clock,
+            history: self.history.clone(),
+        }
+    }
+
+    /// Serializes the replicated state (see [`SNAPSHOT_MAGIC`] and the format above).
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.freeze().snapshot()
+    }
+
+    /// Appends [`Store::snapshot`]'s bytes to `out`.
+    pub fn snapshot_into(&self, out: &mut Vec<u8>) {
+        self.freeze().snapshot_into(out);
     }
 
     /// A new store (without watchers) holding the state of a snapshot.
@@ -434,7 +477,8 @@ impl Store {
     pub fn hash(&self) -> u64 {
         let mut h = Fnv::new();
         h.u64(self.index);
-        let mut stack = vec![(1u64, self.tree.root.children().unwrap_or(&EMPTY).iter())];
+        let empty = Children::new();
+        let mut stack = vec![(1u64, self.tree.root.children().unwrap_or(&empty).iter())];
         loop {
             let next = match stack.last_mut() {
                 None => break,
@@ -463,8 +507,6 @@ impl Store {
         h.finish()
     }
 }
-
-static EMPTY: Children = Children::new();
 
 /// FNV-1a, 64 bits, over length-prefixed fields.
 struct Fnv(u64);
@@ -501,6 +543,62 @@ impl Fnv {
 mod tests {
     use super::*;
     use crate::store::Command;
+
+    /// One write of the copy-on-write property test.
+    fn write(op: u8, dir: u8, key: u16, value: u8, at: u64) -> Command {
+        let key = format!("/d{}/k{key}", dir % 3);
+        let now = UnixNanos(at);
+        match op % 4 {
+            0 | 1 => Command::set(key, format!("v{value}"), now),
+            2 => Command::Delete {
+                key,
+                dir: false,
+                recursive: false,
+                now,
+            },
+            _ => Command::Delete {
+                key: format!("/d{}", dir % 3),
+                dir: true,
+                recursive: true,
+                now,
+            },
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// A frozen store keeps the state it was frozen with while the store goes on
+        /// (writes into directories of hundreds of keys, deletes of whole directories): its
+        /// snapshot is byte for byte the snapshot taken at that moment.
+        #[test]
+        fn frozen_store_keeps_its_state_while_writes_go_on(
+            before in proptest::collection::vec((0u8..4, 0u8..3, 0u16..400, 0u8..255), 0..600),
+            after in proptest::collection::vec((0u8..4, 0u8..3, 0u16..400, 0u8..255), 0..600),
+        ) {
+            let mut store = Store::new();
+            for (i, &(op, dir, key, value)) in before.iter().enumerate() {
+                let _ = store.apply(&write(op, dir, key, value, i as u64 + 1));
+            }
+            let expected = store.snapshot();
+            let frozen = store.freeze();
+            for (i, &(op, dir, key, value)) in after.iter().enumerate() {
+                let _ = store.apply(&write(op, dir, key, value, i as u64 + 1000));
+            }
+            proptest::prop_assert_eq!(frozen.index(), Store::restore(&expected).unwrap().index);
+            proptest::prop_assert!(frozen.snapshot() == expected, "the frozen state changed");
+            // And the store itself is exactly what applying everything gives.
+            let mut fresh = Store::new();
+            for (i, &(op, dir, key, value)) in before.iter().enumerate() {
+                let _ = fresh.apply(&write(op, dir, key, value, i as u64 + 1));
+            }
+            for (i, &(op, dir, key, value)) in after.iter().enumerate() {
+                let _ = fresh.apply(&write(op, dir, key, value, i as u64 + 1000));
+            }
+            proptest::prop_assert!(store.snapshot() == fresh.snapshot());
+            proptest::prop_assert!(store.check_invariants().is_ok());
+        }
+    }
 
     /// `snapshot_into` appends exactly `snapshot()`'s bytes after what the buffer holds,
     /// and they restore to the same state.

@@ -1,9 +1,14 @@
 //! The node tree: compact nodes, path walks, and rendering nodes as [`NodeExtern`].
 //!
-//! A directory owns its children in a `BTreeMap` keyed by the child's *name* (one path
+//! A directory owns its children in an ordered map keyed by the child's *name* (one path
 //! segment), so a lookup is one map search per segment, listings come out in byte order
 //! (etcd's `sorted=true` order, which we always use), and removing a subtree is removing
 //! one map entry. A node stores no path: keys are rebuilt while walking.
+//!
+//! The map is persistent (`imbl::OrdMap`, a B-tree of shared nodes) and values are shared
+//! strings, so cloning a whole tree costs O(1): a snapshot freezes the store by cloning it
+//! on the raft loop and serializes the clone on another thread, while writes go on and copy
+//! only the B-tree nodes they touch (etcd v2 deep-copies its tree under its lock instead).
 //!
 //! Invariants (checked by [`Tree::check_invariants`] in tests):
 //! - names are non-empty, contain no `/`, and are neither `.` nor `..`;
@@ -14,23 +19,23 @@
 //! - every node with an expiration appears in the TTL index with that expiration and its
 //!   key, and nothing else does (kept by the store, see `state.rs`).
 
-use std::collections::BTreeMap;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use super::event::{NodeExtern, UnixNanos};
 use super::name::Name;
 use super::path::{self, MAX_KEY_DEPTH};
 
 /// Children of a directory, by name.
-pub(crate) type Children = BTreeMap<Name, Node>;
+pub(crate) type Children = imbl::OrdMap<Name, Node>;
 
 /// What a node holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A file and its value.
-    File(Box<str>),
-    /// A directory and its children (boxed to keep `Node` small).
-    Dir(Box<Children>),
+    /// A file and its value (shared: cloning a node does not copy it).
+    File(Arc<str>),
+    /// A directory and its children.
+    Dir(Children),
 }
 
 /// One file or directory (48 bytes).
@@ -54,7 +59,7 @@ impl Node {
             created_index: index,
             modified_index: index,
             expiration: expiration.map(to_stored),
-            kind: Kind::Dir(Box::default()),
+            kind: Kind::Dir(Children::new()),
         }
     }
 
