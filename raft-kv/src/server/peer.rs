@@ -7,11 +7,15 @@
 //! the receiver hands each frame to its [`PeerHandler`]. A members query gets a single
 //! frame (JSON) and the connection closes.
 //!
-//! Sending ([`PeerSender`]) keeps one outbound task per peer with a bounded queue; the
-//! task connects (trying each of the peer's URLs in turn), reconnects with exponential
-//! backoff (50 ms doubling to 1 s) and writes queued frames in batches with one flush per
-//! batch. Raft tolerates lost messages, so a full queue or a broken connection drops
-//! frames (counted as failures) rather than blocking the raft loop. Snapshot messages,
+//! Sending ([`PeerSender`]) keeps one outbound task per peer; the task connects (trying
+//! each of the peer's URLs in turn) and reconnects with exponential backoff (50 ms doubling
+//! to 1 s). While the connection is up, the raft loop writes its frames straight into the
+//! socket (non-blocking, all frames for one peer in one `writev`), so sending a message
+//! wakes no other thread; what does not fit in the socket buffer is left to the task, which
+//! writes it once the socket is writable (frames sent meanwhile queue behind it, in order,
+//! up to [`MAX_PENDING`] bytes). While it is down, frames wait in a bounded queue for the
+//! next connection. Raft tolerates lost messages, so a full queue or a broken connection
+//! drops frames (counted as failures) rather than blocking the raft loop. Snapshot messages,
 //! which may be large, travel on a connection of their own so they never hold up
 //! heartbeats, and their outcome is reported back ([`PeerHandler::snapshot_sent`]) so
 //! raft can retry.
@@ -23,13 +27,14 @@
 //! are spoken to in the clear); no rate limiting beyond the queue bound.
 
 use std::collections::HashMap;
+use std::io::{IoSlice, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -43,6 +48,12 @@ const FRAME_READ_CHUNK: usize = 64 * 1024;
 
 /// Frames queued per peer before new ones are dropped.
 const QUEUE_DEPTH: usize = 8192;
+
+/// Bytes waiting for a connected peer's socket to drain before new frames are dropped.
+const MAX_PENDING: usize = 64 << 20;
+
+/// Frames the raft loop gives one `writev`.
+const MAX_IOV: usize = 64;
 
 /// What a connection is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +191,65 @@ struct Peer {
     queue: mpsc::Sender<Bytes>,
     counters: Arc<PeerCounters>,
     urls_changed: watch::Sender<Vec<MemberUrl>>,
+    direct: Arc<Direct>,
+}
+
+/// A peer's connection as the raft loop writes to it (see the module documentation).
+#[derive(Default)]
+struct Direct {
+    state: Mutex<DirectState>,
+    /// Wakes the peer's task: bytes are pending, or the connection broke.
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct DirectState {
+    /// The connection (non-blocking) while it is up.
+    stream: Option<std::net::TcpStream>,
+    /// Bytes the socket did not take yet; the task writes them, and new frames go behind.
+    pending: Vec<u8>,
+}
+
+/// Appends frames (each a `u32` length and its bytes) to `out`.
+fn append_frames(out: &mut Vec<u8>, frames: &[Bytes]) {
+    for frame in frames {
+        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        out.extend_from_slice(frame);
+    }
+}
+
+/// Writes frames to a non-blocking socket with one `writev`; returns the bytes written
+/// (maybe fewer than all, 0 when the socket is full).
+fn write_frames(mut stream: &std::net::TcpStream, frames: &[Bytes]) -> std::io::Result<usize> {
+    let headers: Vec<[u8; 4]> = frames
+        .iter()
+        .map(|f| (f.len() as u32).to_be_bytes())
+        .collect();
+    let mut slices = Vec::with_capacity(frames.len() * 2);
+    for (header, frame) in headers.iter().zip(frames) {
+        slices.push(IoSlice::new(header));
+        slices.push(IoSlice::new(frame));
+    }
+    match stream.write_vectored(&slices) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends what `write_frames` left unwritten (`written` bytes went out) to `out`.
+fn append_unwritten(out: &mut Vec<u8>, frames: &[Bytes], mut written: usize) {
+    for frame in frames {
+        let header = (frame.len() as u32).to_be_bytes();
+        for part in [&header[..], &frame[..]] {
+            if written >= part.len() {
+                written -= part.len();
+            } else {
+                out.extend_from_slice(&part[written..]);
+                written = 0;
+            }
+        }
+    }
 }
 
 /// Sends frames to peers; one task and one queue per peer.
@@ -218,6 +288,7 @@ impl<H: PeerHandler> PeerSender<H> {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         let counters = Arc::new(PeerCounters::default());
         let (urls_changed, urls_watch) = watch::channel(urls.clone());
+        let direct = Arc::new(Direct::default());
         peers.insert(
             id,
             Peer {
@@ -225,11 +296,14 @@ impl<H: PeerHandler> PeerSender<H> {
                 queue,
                 counters: counters.clone(),
                 urls_changed,
+                direct: direct.clone(),
             },
         );
         let this = self.clone();
-        self.runtime
-            .spawn(async move { this.run_peer(id, urls_watch, receiver, counters).await });
+        self.runtime.spawn(async move {
+            this.run_peer(id, urls_watch, receiver, counters, direct)
+                .await
+        });
     }
 
     /// Forgets a peer (its task ends when its queue closes).
@@ -260,20 +334,73 @@ impl<H: PeerHandler> PeerSender<H> {
         self.peers.lock().get(&id).map(|p| p.counters.clone())
     }
 
-    /// Queues a raft frame for `to`; dropped (and counted) when the queue is full or the
-    /// peer is unknown. Returns whether it was queued.
+    /// Sends a raft frame to `to` (see [`PeerSender::send_many`]).
     pub fn send(&self, to: u64, frame: Bytes) -> bool {
+        self.send_many(to, vec![frame])
+    }
+
+    /// Sends raft frames to `to`, in order: written straight into the socket while the
+    /// connection is up (what does not fit is left to the peer's task), else queued for
+    /// the next connection. Dropped (and counted) when the peer is unknown, the queue or
+    /// the pending bytes are full, or the connection just broke. Returns whether they were
+    /// taken.
+    pub fn send_many(&self, to: u64, frames: Vec<Bytes>) -> bool {
         let peers = self.peers.lock();
         let Some(peer) = peers.get(&to) else {
             return false;
         };
-        match peer.queue.try_send(frame) {
-            Ok(()) => true,
-            Err(_) => {
-                peer.counters.failed.fetch_add(1, Ordering::Relaxed);
-                false
+        let n = frames.len() as u64;
+        {
+            let mut state = peer.direct.state.lock();
+            let state = &mut *state;
+            if let Some(stream) = &state.stream {
+                if !state.pending.is_empty() {
+                    if state.pending.len() > MAX_PENDING {
+                        peer.counters.failed.fetch_add(n, Ordering::Relaxed);
+                        return false;
+                    }
+                    append_frames(&mut state.pending, &frames);
+                    return true;
+                }
+                let mut written_all = true;
+                for chunk in frames.chunks(MAX_IOV) {
+                    if !written_all {
+                        append_frames(&mut state.pending, chunk);
+                        continue;
+                    }
+                    let total: usize = chunk.iter().map(|f| f.len() + 4).sum();
+                    match write_frames(stream, chunk) {
+                        Ok(written) if written == total => {}
+                        Ok(written) => {
+                            append_unwritten(&mut state.pending, chunk, written);
+                            written_all = false;
+                        }
+                        Err(_) => {
+                            // Broken: the task reconnects; raft resends what was lost.
+                            state.stream = None;
+                            state.pending.clear();
+                            peer.direct.wake.notify_one();
+                            peer.counters.failed.fetch_add(n, Ordering::Relaxed);
+                            return false;
+                        }
+                    }
+                }
+                if written_all {
+                    peer.counters.sent.fetch_add(n, Ordering::Relaxed);
+                    self.sent_total.fetch_add(n, Ordering::Relaxed);
+                } else {
+                    peer.direct.wake.notify_one();
+                }
+                return true;
             }
         }
+        for frame in frames {
+            if peer.queue.try_send(frame).is_err() {
+                peer.counters.failed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
     }
 
     /// Sends a (large) snapshot frame on a connection of its own and reports the outcome
@@ -345,9 +472,27 @@ impl<H: PeerHandler> PeerSender<H> {
     async fn run_peer(
         self: Arc<Self>,
         id: u64,
+        urls: watch::Receiver<Vec<MemberUrl>>,
+        queue: mpsc::Receiver<Bytes>,
+        counters: Arc<PeerCounters>,
+        direct: Arc<Direct>,
+    ) {
+        self.run_peer_connections(id, urls, queue, &counters, &direct)
+            .await;
+        // The peer is gone or the member stops: nothing writes to it any more.
+        let mut state = direct.state.lock();
+        state.stream = None;
+        state.pending.clear();
+        counters.connected.store(false, Ordering::Relaxed);
+    }
+
+    async fn run_peer_connections(
+        &self,
+        id: u64,
         mut urls: watch::Receiver<Vec<MemberUrl>>,
         mut queue: mpsc::Receiver<Bytes>,
-        counters: Arc<PeerCounters>,
+        counters: &PeerCounters,
+        direct: &Direct,
     ) {
         let mut shutdown = self.shutdown.clone();
         let mut backoff = Duration::from_millis(50);
@@ -378,40 +523,80 @@ impl<H: PeerHandler> PeerSender<H> {
                 }
             };
             backoff = Duration::from_millis(50);
+            // The raft loop writes through `raw` (a second handle on the same socket); this
+            // task waits for writability on `stream` and writes what is pending through it.
+            let raw = match stream
+                .into_std()
+                .and_then(|s| s.try_clone().map(|c| (s, c)))
+                .and_then(|(s, c)| TcpStream::from_std(s).map(|s| (s, c)))
+            {
+                Ok((s, raw)) => {
+                    direct.state.lock().stream = Some(raw);
+                    s
+                }
+                Err(_) => continue,
+            };
+            let stream = raw;
             counters.connected.store(true, Ordering::Relaxed);
-            let mut writer = BufWriter::with_capacity(64 * 1024, stream);
-            loop {
-                let first = tokio::select! {
-                    frame = queue.recv() => frame,
+            let broken = 'connected: loop {
+                tokio::select! {
+                    frame = queue.recv() => {
+                        // Queued while the connection was down: it goes behind what is
+                        // pending.
+                        let Some(frame) = frame else { return };
+                        let mut frames = vec![frame];
+                        while let Ok(frame) = queue.try_recv() {
+                            frames.push(frame);
+                        }
+                        let mut state = direct.state.lock();
+                        append_frames(&mut state.pending, &frames);
+                        counters.sent.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                        self.sent_total.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                    }
+                    _ = direct.wake.notified() => {}
                     _ = shutdown.changed() => return,
-                    _ = urls.changed() => break,
-                };
-                let Some(first) = first else { return };
-                let mut batch = vec![first];
-                while batch.len() < 256 {
-                    match queue.try_recv() {
-                        Ok(frame) => batch.push(frame),
-                        Err(_) => break,
-                    }
+                    _ = urls.changed() => break 'connected false,
                 }
-                let n = batch.len() as u64;
-                let mut ok = true;
-                for frame in &batch {
-                    let header = (frame.len() as u32).to_be_bytes();
-                    if writer.write_all(&header).await.is_err()
-                        || writer.write_all(frame).await.is_err()
+                // Write what is pending, waiting for the socket to drain as needed.
+                loop {
                     {
-                        ok = false;
-                        break;
+                        let mut state = direct.state.lock();
+                        if state.stream.is_none() {
+                            break 'connected true;
+                        }
+                        if state.pending.is_empty() {
+                            break;
+                        }
+                        match stream.try_write(&state.pending) {
+                            Ok(n) => {
+                                state.pending.drain(..n);
+                                continue;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => {
+                                state.stream = None;
+                                state.pending.clear();
+                                break 'connected true;
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        ready = stream.writable() => {
+                            if ready.is_err() {
+                                break 'connected true;
+                            }
+                        }
+                        _ = shutdown.changed() => return,
                     }
                 }
-                if ok && writer.flush().await.is_ok() {
-                    counters.sent.fetch_add(n, Ordering::Relaxed);
-                    self.sent_total.fetch_add(n, Ordering::Relaxed);
-                } else {
-                    counters.failed.fetch_add(n, Ordering::Relaxed);
-                    break;
+            };
+            {
+                let mut state = direct.state.lock();
+                state.stream = None;
+                if broken {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
                 }
+                state.pending.clear();
             }
             counters.connected.store(false, Ordering::Relaxed);
         }
@@ -681,6 +866,80 @@ mod tests {
         assert_eq!(receiver.frames.lock()[100].1.len(), 1 << 20);
         let answer = query_members(&[url]).await.unwrap();
         assert_eq!(answer.as_ref(), b"{\"members\":[]}");
+    }
+
+    /// A receiver slower than the sender: what the socket does not take waits in the
+    /// pending bytes, frames sent meanwhile queue behind it, and all arrive whole and in
+    /// order; the raft side never blocks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_beyond_the_socket_buffer_arrive_in_order() {
+        struct Slow(Arc<Recorder>);
+        impl PeerHandler for Slow {
+            fn local_id(&self) -> u64 {
+                self.0.local_id()
+            }
+            fn cluster_id(&self) -> u64 {
+                self.0.cluster_id()
+            }
+            fn is_removed(&self, id: u64) -> bool {
+                self.0.is_removed(id)
+            }
+            fn on_raft_frame(&self, from: u64, frame: Bytes) {
+                if self.0.frames.lock().is_empty() {
+                    // The first frame stalls the reader: the sender's socket fills up.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                self.0.on_raft_frame(from, frame);
+            }
+            fn members_json(&self) -> Bytes {
+                self.0.members_json()
+            }
+            fn on_removed(&self) {}
+            fn snapshot_sent(&self, _: u64, _: bool) {}
+        }
+        let (_stop, shutdown) = watch::channel(false);
+        let receiver = Recorder::new(2, 7, vec![]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve_peers(
+            listener,
+            Arc::new(Slow(receiver.clone())),
+            shutdown.clone(),
+        ));
+        let url = MemberUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let sender = PeerSender::new(Recorder::new(1, 7, vec![]), shutdown.clone());
+        sender.upsert_peer(2, vec![url]);
+        wait_for(|| sender.is_connected(2)).await;
+        let frame = |i: u32| {
+            let mut bytes = vec![(i % 251) as u8; 16 * 1024];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            Bytes::from(bytes)
+        };
+        let sending = {
+            let sender = sender.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut saw_pending = false;
+                for batch in 0..50u32 {
+                    let frames: Vec<Bytes> = (batch * 60..(batch + 1) * 60).map(frame).collect();
+                    assert!(sender.send_many(2, frames));
+                    let peers = sender.peers.lock();
+                    saw_pending |= !peers[&2].direct.state.lock().pending.is_empty();
+                }
+                saw_pending
+            })
+        };
+        assert!(sending.await.unwrap(), "48 MB never filled the socket");
+        for _ in 0..500 {
+            if receiver.frames.lock().len() == 3000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let frames = receiver.frames.lock();
+        assert_eq!(frames.len(), 3000);
+        for (i, (_, f)) in frames.iter().enumerate() {
+            assert_eq!(f.as_ref(), frame(i as u32).as_ref(), "frame {i}");
+        }
     }
 
     #[tokio::test]

@@ -155,6 +155,8 @@ impl<S: StateMachine> TcpTransport<S> {
 
 impl<S: StateMachine> Transport for TcpTransport<S> {
     fn send(&mut self, messages: Vec<Message>) {
+        // Frames by destination, in order: each peer's go out in one write.
+        let mut batches: Vec<(u64, Vec<Bytes>)> = Vec::new();
         for message in messages {
             let to = message.to;
             let frame = match message.write_to_bytes() {
@@ -166,7 +168,15 @@ impl<S: StateMachine> Transport for TcpTransport<S> {
             };
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 self.sender.send_snapshot(to, frame);
-            } else if !self.sender.send(to, frame) {
+                continue;
+            }
+            match batches.iter_mut().find(|(id, _)| *id == to) {
+                Some((_, frames)) => frames.push(frame),
+                None => batches.push((to, vec![frame])),
+            }
+        }
+        for (to, frames) in batches {
+            if !self.sender.send_many(to, frames) {
                 if let Some(handle) = self.glue.handle.get() {
                     handle.report_unreachable(to);
                 }
