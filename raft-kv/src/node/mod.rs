@@ -220,7 +220,7 @@ pub struct NodeStatus {
     pub commit: u64,
     /// The applied index.
     pub applied: u64,
-    /// First index in the in-memory log.
+    /// First index in the log (in memory or read back from the WAL).
     pub first_index: u64,
     /// Last index in the log.
     pub last_index: u64,

@@ -30,9 +30,9 @@
 //! the snapshot file is saved (fsync, rename, directory fsync — the snapshot store's job),
 //! then a [`RecordKind::CompactLog`] marker and the current hard state are appended, then the
 //! WAL prefix that only holds entries at or below the snapshot index is dropped
-//! ([`Disk::compact_prefix`], whole segments only), and the in-memory log keeps
-//! `catchup_entries` entries before the snapshot so slow followers can still catch up from
-//! the log instead of a snapshot.
+//! ([`Disk::compact_prefix`], whole segments only), and the log keeps `catchup_entries`
+//! entries before the snapshot (those still in memory or on disk) so slow followers can
+//! still catch up from the log instead of a snapshot.
 //!
 //! # What stays in memory
 //!
@@ -72,7 +72,9 @@
 //!
 //! # Invariants (checked, never assumed)
 //!
-//! - The in-memory log is contiguous: `entries[i].index == base.index + 1 + i`.
+//! - The log is contiguous: the entry at `base.index + 1 + i` has term `terms[i]` and record
+//!   `entry_records[i]` (increasing), and the entries held in memory are a suffix of it.
+//! - Only applied entries leave memory, and only while their records are on disk.
 //! - `term(base.index)` is always answerable, so `term(first_index() - 1)` works after
 //!   compaction (the pitfall of raft-rs's `MemStorage`).
 //! - `base.index <= snapshot.index <= last_index()` once initialized.
@@ -82,7 +84,7 @@
 //! # Caveats
 //!
 //! - After a restart the log starts at the last snapshot (`first_index = snapshot + 1`):
-//!   catch-up entries kept in memory before the restart are not reloaded.
+//!   catch-up entries kept before the restart are not reloaded.
 //! - The initial `ConfState` handed to raft is the snapshot's; committed conf changes after
 //!   it are replayed by the node (as etcd does), together with `Config.applied = snapshot
 //!   index`, because the state machine is rebuilt from the snapshot.
