@@ -13,7 +13,7 @@
 //! socket (non-blocking, all frames for one peer in one `writev`), so sending a message
 //! wakes no other thread; what does not fit in the socket buffer is left to the task, which
 //! writes it once the socket is writable (frames sent meanwhile queue behind it, in order,
-//! up to [`MAX_PENDING`] bytes). While it is down, frames wait in a bounded queue for the
+//! up to 64 MiB). While it is down, frames wait in a bounded queue for the
 //! next connection. Raft tolerates lost messages, so a full queue or a broken connection
 //! drops frames (counted as failures) rather than blocking the raft loop. Snapshot messages,
 //! which may be large, travel on a connection of their own so they never hold up
