@@ -868,6 +868,26 @@ mod tests {
         assert_eq!(answer.as_ref(), b"{\"members\":[]}");
     }
 
+    /// Whatever prefix of a `writev` went out, the rest appended is exactly the remainder
+    /// of the frames' encoding.
+    #[test]
+    fn unwritten_remainder_is_exact_at_every_split() {
+        let frames = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::new(),
+            Bytes::from(vec![9u8; 300]),
+        ];
+        let mut whole = Vec::new();
+        append_frames(&mut whole, &frames);
+        assert_eq!(whole.len(), 3 * 4 + 303);
+        for written in 0..=whole.len() {
+            let mut rest = b"before".to_vec();
+            append_unwritten(&mut rest, &frames, written);
+            assert_eq!(&rest[..6], b"before");
+            assert_eq!(&rest[6..], &whole[written..], "split at {written}");
+        }
+    }
+
     /// A receiver slower than the sender: what the socket does not take waits in the
     /// pending bytes, frames sent meanwhile queue behind it, and all arrive whole and in
     /// order; the raft side never blocks.
