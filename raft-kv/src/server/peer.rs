@@ -207,7 +207,45 @@ struct DirectState {
     /// The connection (non-blocking) while it is up.
     stream: Option<std::net::TcpStream>,
     /// Bytes the socket did not take yet; the task writes them, and new frames go behind.
-    pending: Vec<u8>,
+    pending: Pending,
+}
+
+/// Bytes waiting to be written, in order: the unwritten ones are `buf[start..]`. Written
+/// bytes are dropped from the front in bulk, so a long backlog costs linear time.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.start >= self.buf.len()
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len().saturating_sub(self.start)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or(&[])
+    }
+
+    /// `n` more bytes were written.
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.buf.len() {
+            self.clear();
+        } else if self.start >= 1 << 20 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
 }
 
 /// Appends frames (each a `u32` length and its bytes) to `out`.
@@ -350,56 +388,56 @@ impl<H: PeerHandler> PeerSender<H> {
             return false;
         };
         let n = frames.len() as u64;
-        {
-            let mut state = peer.direct.state.lock();
-            let state = &mut *state;
-            if let Some(stream) = &state.stream {
-                if !state.pending.is_empty() {
-                    if state.pending.len() > MAX_PENDING {
+        // Held throughout, also while queueing: the task moves the queue into `pending` and
+        // publishes a new connection under this lock, so frames keep their order.
+        let mut state = peer.direct.state.lock();
+        let state = &mut *state;
+        let Some(stream) = &state.stream else {
+            for frame in frames {
+                if peer.queue.try_send(frame).is_err() {
+                    peer.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            }
+            return true;
+        };
+        if !state.pending.is_empty() {
+            // The task is writing (it was woken when the bytes became pending).
+            if state.pending.len() > MAX_PENDING {
+                peer.counters.failed.fetch_add(n, Ordering::Relaxed);
+                return false;
+            }
+            append_frames(&mut state.pending.buf, &frames);
+        } else {
+            let mut written_all = true;
+            for chunk in frames.chunks(MAX_IOV) {
+                if !written_all {
+                    append_frames(&mut state.pending.buf, chunk);
+                    continue;
+                }
+                let total: usize = chunk.iter().map(|f| f.len() + 4).sum();
+                match write_frames(stream, chunk) {
+                    Ok(written) if written == total => {}
+                    Ok(written) => {
+                        append_unwritten(&mut state.pending.buf, chunk, written);
+                        written_all = false;
+                    }
+                    Err(_) => {
+                        // Broken: the task reconnects; raft resends what was lost.
+                        state.stream = None;
+                        state.pending.clear();
+                        peer.direct.wake.notify_one();
                         peer.counters.failed.fetch_add(n, Ordering::Relaxed);
                         return false;
                     }
-                    append_frames(&mut state.pending, &frames);
-                    return true;
                 }
-                let mut written_all = true;
-                for chunk in frames.chunks(MAX_IOV) {
-                    if !written_all {
-                        append_frames(&mut state.pending, chunk);
-                        continue;
-                    }
-                    let total: usize = chunk.iter().map(|f| f.len() + 4).sum();
-                    match write_frames(stream, chunk) {
-                        Ok(written) if written == total => {}
-                        Ok(written) => {
-                            append_unwritten(&mut state.pending, chunk, written);
-                            written_all = false;
-                        }
-                        Err(_) => {
-                            // Broken: the task reconnects; raft resends what was lost.
-                            state.stream = None;
-                            state.pending.clear();
-                            peer.direct.wake.notify_one();
-                            peer.counters.failed.fetch_add(n, Ordering::Relaxed);
-                            return false;
-                        }
-                    }
-                }
-                if written_all {
-                    peer.counters.sent.fetch_add(n, Ordering::Relaxed);
-                    self.sent_total.fetch_add(n, Ordering::Relaxed);
-                } else {
-                    peer.direct.wake.notify_one();
-                }
-                return true;
+            }
+            if !written_all {
+                peer.direct.wake.notify_one();
             }
         }
-        for frame in frames {
-            if peer.queue.try_send(frame).is_err() {
-                peer.counters.failed.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-        }
+        peer.counters.sent.fetch_add(n, Ordering::Relaxed);
+        self.sent_total.fetch_add(n, Ordering::Relaxed);
         true
     }
 
@@ -510,13 +548,24 @@ impl<H: PeerHandler> PeerSender<H> {
                 Ok(stream) => stream,
                 Err(_) => {
                     // Drop what queued up while the peer was unreachable: raft resends.
-                    while let Ok(_stale) = queue.try_recv() {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                    loop {
+                        match queue.try_recv() {
+                            Ok(_stale) => {
+                                counters.failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // The peer was removed.
+                            Err(mpsc::error::TryRecvError::Disconnected) => return,
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                        }
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => return,
-                        _ = urls.changed() => {}
+                        changed = urls.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
@@ -525,18 +574,40 @@ impl<H: PeerHandler> PeerSender<H> {
             backoff = Duration::from_millis(50);
             // The raft loop writes through `raw` (a second handle on the same socket); this
             // task waits for writability on `stream` and writes what is pending through it.
-            let raw = match stream
+            let stream = match stream
                 .into_std()
                 .and_then(|s| s.try_clone().map(|c| (s, c)))
                 .and_then(|(s, c)| TcpStream::from_std(s).map(|s| (s, c)))
             {
-                Ok((s, raw)) => {
-                    direct.state.lock().stream = Some(raw);
-                    s
+                Ok((stream, raw)) => {
+                    // What queued while the connection was down goes first, then the raft
+                    // loop may write (both under the lock `send_many` holds).
+                    let mut state = direct.state.lock();
+                    let mut queued = Vec::new();
+                    while let Ok(frame) = queue.try_recv() {
+                        queued.push(frame);
+                    }
+                    append_frames(&mut state.pending.buf, &queued);
+                    counters
+                        .sent
+                        .fetch_add(queued.len() as u64, Ordering::Relaxed);
+                    self.sent_total
+                        .fetch_add(queued.len() as u64, Ordering::Relaxed);
+                    state.stream = Some(raw);
+                    if !state.pending.is_empty() {
+                        direct.wake.notify_one();
+                    }
+                    stream
                 }
-                Err(_) => continue,
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
             };
-            let stream = raw;
             counters.connected.store(true, Ordering::Relaxed);
             let broken = 'connected: loop {
                 tokio::select! {
@@ -549,13 +620,19 @@ impl<H: PeerHandler> PeerSender<H> {
                             frames.push(frame);
                         }
                         let mut state = direct.state.lock();
-                        append_frames(&mut state.pending, &frames);
+                        append_frames(&mut state.pending.buf, &frames);
                         counters.sent.fetch_add(frames.len() as u64, Ordering::Relaxed);
                         self.sent_total.fetch_add(frames.len() as u64, Ordering::Relaxed);
                     }
                     _ = direct.wake.notified() => {}
                     _ = shutdown.changed() => return,
-                    _ = urls.changed() => break 'connected false,
+                    changed = urls.changed() => {
+                        if changed.is_err() {
+                            // The peer was removed.
+                            return;
+                        }
+                        break 'connected false;
+                    }
                 }
                 // Write what is pending, waiting for the socket to drain as needed.
                 loop {
@@ -567,9 +644,9 @@ impl<H: PeerHandler> PeerSender<H> {
                         if state.pending.is_empty() {
                             break;
                         }
-                        match stream.try_write(&state.pending) {
+                        match stream.try_write(state.pending.bytes()) {
                             Ok(n) => {
-                                state.pending.drain(..n);
+                                state.pending.consume(n);
                                 continue;
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -960,6 +1037,24 @@ mod tests {
         for (i, (_, f)) in frames.iter().enumerate() {
             assert_eq!(f.as_ref(), frame(i as u32).as_ref(), "frame {i}");
         }
+    }
+
+    /// A peer removed while unreachable: its task ends (it used to retry at once, forever,
+    /// because the closed URL watch woke it every time).
+    #[tokio::test]
+    async fn removed_peer_task_ends_while_unreachable() {
+        let (_stop, shutdown) = watch::channel(false);
+        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let url = MemberUrl::parse(&format!("http://{addr}")).unwrap();
+        let sender = PeerSender::new(Recorder::new(1, 7, vec![]), shutdown);
+        sender.upsert_peer(2, vec![url]);
+        let direct = sender.peers.lock()[&2].direct.clone();
+        sender.send(2, Bytes::from_static(b"lost"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sender.remove_peer(2);
+        wait_for(|| Arc::strong_count(&direct) == 1).await;
     }
 
     #[tokio::test]

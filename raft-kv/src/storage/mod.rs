@@ -867,7 +867,8 @@ impl<D: Disk> RaftStorage<D> {
         self.first_record = first_record;
 
         // Keep catch-up entries before the snapshot, but not those that are neither in
-        // memory nor on disk any more (the records compacted away).
+        // memory nor on disk any more (the records compacted away). Those still in memory
+        // leave the log when they would leave memory (`evict`).
         let cold = self.cold_len();
         let gone = self
             .entry_records
@@ -1000,8 +1001,11 @@ impl<D: Disk> RaftStorage<D> {
             true
         };
         let mut at = start;
+        // With a size limit, read a few records first: the limit may stop after them.
+        let mut chunk = if max_size.is_some() { 16 } else { READ_CHUNK };
         while at < end.min(cold) {
-            let chunk_end = (at + READ_CHUNK).min(end.min(cold));
+            let chunk_end = (at + chunk).min(end.min(cold));
+            chunk = (chunk * 2).min(READ_CHUNK);
             for entry in self.read_cold(at..chunk_end)? {
                 if !take(entry, &mut out) {
                     return Ok(Some(out));
@@ -1073,19 +1077,31 @@ impl<D: Disk> RaftStorage<D> {
         self.terms.len() - self.entries.len()
     }
 
-    /// Drops the oldest applied entries from memory beyond the cache limit.
+    /// Drops the oldest applied entries from memory beyond the cache limit. A catch-up
+    /// entry before the snapshot whose record was compacted away cannot be read back: it
+    /// leaves the log instead (raft then sends a snapshot to a follower that needs it).
     fn evict(&mut self) {
         while self.entries.len() > self.cache_limit {
             let cold = self.cold_len();
             let index = self.base.index + 1 + cold as u64;
+            if index > self.applied {
+                break;
+            }
             let on_disk = self
                 .entry_records
                 .get(cold)
                 .is_some_and(|&r| r != 0 && r >= self.first_record);
-            if index > self.applied || !on_disk {
+            if on_disk {
+                self.entries.pop_front();
+            } else if cold == 0 && index <= self.snapshot_meta.index {
+                // Records increase along the log, so no entry before it is on disk either.
+                let term = self.terms.pop_front().unwrap_or(self.base.term);
+                self.entry_records.pop_front();
+                self.entries.pop_front();
+                self.base = LogBase { index, term };
+            } else {
                 break;
             }
-            self.entries.pop_front();
         }
     }
 }

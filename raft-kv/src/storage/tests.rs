@@ -658,6 +658,21 @@ fn run_ops_on<T: TestDisk>(ops: Vec<Op>, cache: usize, mut disks: T) -> Result<(
                 prop_assert!(model.commit >= snapshot);
             }
         }
+        // Catch-up entries before the snapshot whose records were compacted away leave the
+        // log when they leave memory.
+        let base = storage.first() - 1;
+        if base > model.base.0 {
+            prop_assert!(
+                base <= model.snapshot && base <= model.applied,
+                "entries up to {} left the log; snapshot {}, applied {}",
+                base,
+                model.snapshot,
+                model.applied
+            );
+            let term = model.term_of(base).unwrap_or(0);
+            model.log.drain(..(base - model.base.0) as usize);
+            model.base = (base, term);
+        }
         check(&storage, &model)?;
         // Entries leave memory only down to the cache limit.
         let cold = storage.first_cached() - storage.first();
@@ -1037,5 +1052,38 @@ fn a_cold_entry_that_does_not_match_the_log_is_an_error() {
     assert!(
         error.to_string().contains("not entry 3 of term 3"),
         "{error}"
+    );
+}
+
+/// Catch-up entries kept in memory after a snapshot whose WAL records were compacted away
+/// cannot be read back: when they would leave memory they leave the log instead, and
+/// eviction goes on past them (it used to stop there until the next snapshot).
+#[test]
+fn catch_up_entries_without_records_leave_the_log_when_evicted() {
+    let disk = MemDisk::with_segment_records(4);
+    let mut storage = bootstrapped(&disk);
+    storage.set_cache_limit(4);
+    storage
+        .persist_ready(None, &entries(2..=30, 2), Some(&hard_state(2, 1, 30)))
+        .expect("persist");
+    storage
+        .create_snapshot(25, conf(&[1, 2, 3]), b"s25".to_vec(), 5)
+        .expect("snapshot");
+    // Nothing applied yet (as the node reports it): all of 21..=30 is in memory, though
+    // the records of 21..=23 are gone with their segment.
+    assert_eq!((storage.first(), storage.first_cached()), (21, 21));
+    storage.note_applied(30);
+    assert_eq!(storage.first(), 24, "21..=23 left the log");
+    assert_eq!(storage.term(23).ok(), Some(2), "term(first_index - 1)");
+    assert_eq!(
+        storage.first_cached(),
+        27,
+        "24..=26 read back from the disk now"
+    );
+    assert_eq!(
+        storage
+            .entries(24, 31, None, GetEntriesContext::empty(false))
+            .expect("entries"),
+        entries(24..=30, 2)
     );
 }
