@@ -409,12 +409,10 @@ proptest! {
     }
 }
 
-/// Applied entries leave the leader's memory (past `log_cache_entries`); a follower that
-/// was down catches up from entries the leader reads back from its disk, not from a
-/// snapshot, and ends with the same log and state.
-#[test]
-fn node_lagging_follower_catches_up_from_entries_read_back_from_disk() {
-    let mut config = SimConfig::from_env(311);
+/// Three members keeping 4 entries in memory, one of them (a follower, still crashed)
+/// missing `writes` writes `k0..`: returns the cluster, the leader and that follower.
+fn cluster_with_a_follower_behind(seed: u64, writes: usize) -> (Cluster, u64, u64) {
+    let mut config = SimConfig::from_env(seed);
     config.node.log_cache_entries = 4;
     let mut cluster = Cluster::new(config, 3);
     let leader = cluster.wait_for_leader(5 * SECOND);
@@ -424,11 +422,20 @@ fn node_lagging_follower_catches_up_from_entries_read_back_from_disk() {
         .find(|&id| id != leader)
         .expect("a follower");
     cluster.crash(follower);
-    for i in 0..120 {
+    for i in 0..writes {
         cluster
             .put_and_wait(leader, &format!("k{i}"), "v", 5 * SECOND)
             .expect("write with two of three members");
     }
+    (cluster, leader, follower)
+}
+
+/// Applied entries leave the leader's memory (past `log_cache_entries`); a follower that
+/// was down catches up from entries the leader reads back from its disk, not from a
+/// snapshot, and ends with the same log and state.
+#[test]
+fn node_lagging_follower_catches_up_from_entries_read_back_from_disk() {
+    let (mut cluster, leader, follower) = cluster_with_a_follower_behind(311, 120);
     let storage = cluster.node(leader).expect("leader").storage();
     assert!(
         storage.first_cached() > storage.first() + 100,
@@ -464,21 +471,7 @@ fn node_lagging_follower_catches_up_from_entries_read_back_from_disk() {
 /// others elect a new leader and the follower catches up from it.
 #[test]
 fn node_failed_read_back_stops_the_leader() {
-    let mut config = SimConfig::from_env(312);
-    config.node.log_cache_entries = 4;
-    let mut cluster = Cluster::new(config, 3);
-    let leader = cluster.wait_for_leader(5 * SECOND);
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
-    cluster.crash(follower);
-    for i in 0..60 {
-        cluster
-            .put_and_wait(leader, &format!("k{i}"), "v", 5 * SECOND)
-            .expect("write with two of three members");
-    }
+    let (mut cluster, leader, follower) = cluster_with_a_follower_behind(312, 60);
     cluster
         .disk(leader)
         .expect("disk")

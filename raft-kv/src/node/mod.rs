@@ -1521,6 +1521,11 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         }
     }
 
+    /// The snapshot payload of the current state, serialized here, on the raft loop.
+    fn encode_snapshot(&self, capacity: usize) -> Result<Vec<u8>, NodeError> {
+        SnapshotPayload::encode_with(&self.membership, capacity, |out| self.sm.snapshot_into(out))
+    }
+
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let catchup = self.config.snapshot_catchup_entries;
         if let Some(job) = self.snapshot_job.take() {
@@ -1563,9 +1568,7 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
                     Box::new(move || SnapshotPayload::encode_with(&membership, capacity, writer))
                 }
                 None => {
-                    let data = SnapshotPayload::encode_with(&self.membership, capacity, |out| {
-                        self.sm.snapshot_into(out)
-                    })?;
+                    let data = self.encode_snapshot(capacity)?;
                     Box::new(move || Ok(data))
                 }
             };
@@ -1586,9 +1589,7 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
                 }
             }
         } else {
-            let data = SnapshotPayload::encode_with(&self.membership, capacity, |out| {
-                self.sm.snapshot_into(out)
-            })?;
+            let data = self.encode_snapshot(capacity)?;
             self.last_snapshot_len = data.len();
             self.raw
                 .mut_store()

@@ -1090,7 +1090,7 @@ impl<D: Disk> RaftStorage<D> {
             let on_disk = self
                 .entry_records
                 .get(cold)
-                .is_some_and(|&r| r != 0 && r >= self.first_record);
+                .is_some_and(|&r| r >= self.first_record);
             if on_disk {
                 self.entries.pop_front();
             } else if cold == 0 && index <= self.snapshot_meta.index {

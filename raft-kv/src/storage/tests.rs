@@ -147,16 +147,23 @@ fn append_refuses_a_gap_and_writes_nothing() {
     assert_eq!(storage.last(), 4);
 }
 
-#[test]
-fn term_answers_for_first_index_minus_one_after_compaction() {
-    let disk = MemDisk::with_segment_records(4);
-    let mut storage = bootstrapped(&disk);
+/// Entries 2..=30 on a disk of 4-record segments, then a snapshot at 25 keeping 5 catch-up
+/// entries (nothing applied yet); the first records, up to entry 23's, are compacted away.
+fn snapshot_at_25_keeping_5(disk: &MemDisk) -> RaftStorage<MemDisk> {
+    let mut storage = bootstrapped(disk);
     storage
         .persist_ready(None, &entries(2..=30, 2), Some(&hard_state(2, 1, 30)))
         .expect("persist");
     storage
         .create_snapshot(25, conf(&[1, 2, 3]), b"s25".to_vec(), 5)
         .expect("snapshot");
+    storage
+}
+
+#[test]
+fn term_answers_for_first_index_minus_one_after_compaction() {
+    let disk = MemDisk::with_segment_records(4);
+    let storage = snapshot_at_25_keeping_5(&disk);
     assert_eq!(storage.first(), 21);
     assert_eq!(storage.term(20).ok(), Some(2), "term(first_index - 1)");
     assert!(matches!(
@@ -1061,14 +1068,8 @@ fn a_cold_entry_that_does_not_match_the_log_is_an_error() {
 #[test]
 fn catch_up_entries_without_records_leave_the_log_when_evicted() {
     let disk = MemDisk::with_segment_records(4);
-    let mut storage = bootstrapped(&disk);
+    let mut storage = snapshot_at_25_keeping_5(&disk);
     storage.set_cache_limit(4);
-    storage
-        .persist_ready(None, &entries(2..=30, 2), Some(&hard_state(2, 1, 30)))
-        .expect("persist");
-    storage
-        .create_snapshot(25, conf(&[1, 2, 3]), b"s25".to_vec(), 5)
-        .expect("snapshot");
     // Nothing applied yet (as the node reports it): all of 21..=30 is in memory, though
     // the records of 21..=23 are gone with their segment.
     assert_eq!((storage.first(), storage.first_cached()), (21, 21));

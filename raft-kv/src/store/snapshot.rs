@@ -565,6 +565,14 @@ mod tests {
         }
     }
 
+    /// Applies `writes` (see [`write`]) with clocks from `first_clock` on; refused writes
+    /// (a missing key, say) are part of the test.
+    fn apply_writes(store: &mut Store, writes: &[(u8, u8, u16, u8)], first_clock: u64) {
+        for (i, &(op, dir, key, value)) in writes.iter().enumerate() {
+            let _ = store.apply(&write(op, dir, key, value, first_clock + i as u64));
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
@@ -577,24 +585,16 @@ mod tests {
             after in proptest::collection::vec((0u8..4, 0u8..3, 0u16..400, 0u8..255), 0..600),
         ) {
             let mut store = Store::new();
-            for (i, &(op, dir, key, value)) in before.iter().enumerate() {
-                let _ = store.apply(&write(op, dir, key, value, i as u64 + 1));
-            }
+            apply_writes(&mut store, &before, 1);
             let expected = store.snapshot();
             let frozen = store.freeze();
-            for (i, &(op, dir, key, value)) in after.iter().enumerate() {
-                let _ = store.apply(&write(op, dir, key, value, i as u64 + 1000));
-            }
+            apply_writes(&mut store, &after, 1000);
             proptest::prop_assert_eq!(frozen.index(), Store::restore(&expected).unwrap().index);
             proptest::prop_assert!(frozen.snapshot() == expected, "the frozen state changed");
             // And the store itself is exactly what applying everything gives.
             let mut fresh = Store::new();
-            for (i, &(op, dir, key, value)) in before.iter().enumerate() {
-                let _ = fresh.apply(&write(op, dir, key, value, i as u64 + 1));
-            }
-            for (i, &(op, dir, key, value)) in after.iter().enumerate() {
-                let _ = fresh.apply(&write(op, dir, key, value, i as u64 + 1000));
-            }
+            apply_writes(&mut fresh, &before, 1);
+            apply_writes(&mut fresh, &after, 1000);
             proptest::prop_assert!(store.snapshot() == fresh.snapshot());
             proptest::prop_assert!(store.check_invariants().is_ok());
         }
