@@ -182,9 +182,15 @@ for path in sys.argv[1:]:
     ops += ok / float(stat["secs"])
     total_ok += ok
     errors += int(stat["non2xx"]) + int(stat["sockerr"])
-    # Pool the quantile grid below 100%, each point weighted by this process's share.
-    grid = [us for p, us in pct if p < 100]
-    pool += [(us, total / len(grid)) for us in grid]
+    # Pool the quantile grids: each point stands for the slice of this process's
+    # requests between the previous grid point and itself (the grid is 0.5 apart, then
+    # 0.1 above 99.5), so its weight is that slice's width times the process's count.
+    prev = 0.0
+    for p, us in sorted(pct):
+        if p >= 100:
+            break  # wrk reports 0 for the 100th percentile
+        pool.append((us, total * (p - prev) / 100.0))
+        prev = p
 pool.sort()
 whole = sum(w for _, w in pool)
 def quantile(q):

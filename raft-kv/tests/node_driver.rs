@@ -317,3 +317,306 @@ fn node_threads_failed_fsync_stops_only_that_member() {
         .expect("read");
     assert_eq!(value, (Some("2".to_string()), hash));
 }
+
+/// A single member whose tick is an hour away never wakes on its own, so every request
+/// must wake it: a lost wake-up would leave a proposal unanswered until `WAIT` runs out.
+#[test]
+fn node_thread_wakes_for_every_request_without_ticks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = WalDisk::open(
+        dir.path().join("wal"),
+        dir.path().join("snap"),
+        WalDiskOptions::default(),
+    )
+    .expect("open the WAL");
+    let node = RaftNode::open(
+        NodeConfig::new(1),
+        disk,
+        KvMachine::new(false),
+        ClusterStart::New(vec![(1, Cluster::member_info(1))]),
+    )
+    .expect("open node");
+    let handle = NodeHandle::spawn(
+        node,
+        Vec::new(),
+        DriverConfig {
+            tick_interval: Duration::from_secs(3600),
+            ..DriverConfig::default()
+        },
+    )
+    .expect("spawn");
+    handle.campaign();
+    let deadline = Instant::now() + WAIT;
+    while handle.status().role != Role::Leader {
+        assert!(
+            Instant::now() < deadline,
+            "no leader: {:?}",
+            handle.status()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Writers that wait for each answer before the next request, so the thread goes idle
+    // (and announces sleep) between requests all the time.
+    std::thread::scope(|scope| {
+        for writer in 0..3 {
+            let handle = handle.clone();
+            scope.spawn(move || {
+                for i in 0..400 {
+                    let command = KvCommand::Put {
+                        key: format!("w{writer}"),
+                        value: format!("{i}"),
+                    }
+                    .encode();
+                    handle
+                        .propose(command)
+                        .wait_timeout(WAIT)
+                        .unwrap_or_else(|e| panic!("write {writer}/{i}: {e}"));
+                }
+            });
+        }
+    });
+    let value = handle
+        .read(ReadConsistency::Linearizable, |kv: &KvMachine| {
+            kv.get("w2").cloned()
+        })
+        .wait_timeout(WAIT)
+        .expect("read");
+    assert_eq!(value.as_deref(), Some("399"));
+    handle.shutdown();
+}
+
+/// Members whose peer messages arrive on sockets the node threads read themselves
+/// ([`NodeHandle::adopt_inbound`]): tiny reads split every frame, a small read budget
+/// leaves bytes for the next loop iteration, and a connection that ends is replaced.
+mod adopted_streams {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    use protobuf::Message as _;
+    use raft::eraftpb::Message;
+    use raft_kv::node::{InboundRead, InboundStream};
+    use raft_kv::transport::Transport;
+
+    /// Reads length-prefixed frames 7 bytes at a time.
+    struct SocketInbound {
+        stream: UnixStream,
+        buf: Vec<u8>,
+    }
+
+    impl InboundStream for SocketInbound {
+        fn fd(&self) -> RawFd {
+            self.stream.as_raw_fd()
+        }
+
+        fn read(&mut self, budget: usize, out: &mut Vec<Message>) -> InboundRead {
+            let mut taken = 0;
+            loop {
+                while self.buf.len() >= 4 {
+                    let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                    if self.buf.len() < 4 + len {
+                        break;
+                    }
+                    let frame: Vec<u8> = self.buf.drain(..4 + len).skip(4).collect();
+                    out.push(Message::parse_from_bytes(&frame).expect("a raft message"));
+                }
+                if taken >= budget {
+                    return InboundRead::More;
+                }
+                let mut chunk = [0u8; 7];
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => return InboundRead::Closed,
+                    Ok(n) => {
+                        self.buf.extend_from_slice(&chunk[..n]);
+                        taken += n;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        return InboundRead::Drained
+                    }
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        }
+    }
+
+    /// One writer thread per link (blocking writes never stall a node thread).
+    struct SocketTransport {
+        links: Arc<parking_lot::Mutex<BTreeMap<u64, mpsc::Sender<Vec<u8>>>>>,
+    }
+
+    impl Transport for SocketTransport {
+        fn send(&mut self, messages: Vec<Message>) {
+            let links = self.links.lock();
+            for message in messages {
+                let body = message.write_to_bytes().expect("encode");
+                let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&body);
+                if let Some(link) = links.get(&message.to) {
+                    let _ = link.send(frame);
+                }
+            }
+        }
+    }
+
+    /// Connects `from` to `to`: a socket pair, the reading end adopted by `to`'s thread.
+    fn connect(
+        from_links: &parking_lot::Mutex<BTreeMap<u64, mpsc::Sender<Vec<u8>>>>,
+        to: u64,
+        to_handle: &NodeHandle<KvMachine>,
+    ) {
+        let (mut writer, reader) = UnixStream::pair().expect("socket pair");
+        reader.set_nonblocking(true).expect("non-blocking");
+        to_handle.adopt_inbound(Box::new(SocketInbound {
+            stream: reader,
+            buf: Vec::new(),
+        }));
+        let (sender, receiver) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            for frame in receiver {
+                if writer.write_all(&frame).is_err() {
+                    return;
+                }
+            }
+        });
+        // Replacing a link drops the old sender: its thread ends and closes its socket.
+        from_links.lock().insert(to, sender);
+    }
+
+    #[test]
+    fn node_threads_read_their_peers_sockets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids = [1u64, 2, 3];
+        let initial: Vec<_> = ids
+            .iter()
+            .map(|id| (*id, Cluster::member_info(*id)))
+            .collect();
+        let mut links = BTreeMap::new();
+        let mut handles = BTreeMap::new();
+        for id in ids {
+            let disk = WalDisk::open(
+                dir.path().join(format!("m{id}/wal")),
+                dir.path().join(format!("m{id}/snap")),
+                WalDiskOptions::default(),
+            )
+            .expect("open the WAL");
+            let mut config = NodeConfig::new(id);
+            config.request_timeout_ticks = 500;
+            let node = RaftNode::open(
+                config,
+                disk,
+                KvMachine::new(false),
+                ClusterStart::New(initial.clone()),
+            )
+            .expect("open node");
+            let member_links = Arc::new(parking_lot::Mutex::new(BTreeMap::new()));
+            let handle = NodeHandle::spawn(
+                node,
+                SocketTransport {
+                    links: Arc::clone(&member_links),
+                },
+                DriverConfig {
+                    tick_interval: Duration::from_millis(10),
+                    read_budget: 64,
+                    ..DriverConfig::default()
+                },
+            )
+            .expect("spawn");
+            links.insert(id, member_links);
+            handles.insert(id, handle);
+        }
+        let connect_all = |links: &BTreeMap<u64, Arc<parking_lot::Mutex<_>>>| {
+            for from in ids {
+                for to in ids.into_iter().filter(|to| *to != from) {
+                    connect(&links[&from], to, &handles[&to]);
+                }
+            }
+        };
+        connect_all(&links);
+        let leader = || {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let leader = handles
+                    .values()
+                    .map(|h| h.status())
+                    .filter(|s| s.role == Role::Leader)
+                    .max_by_key(|s| s.term);
+                if let Some(status) = leader {
+                    return status.id;
+                }
+                assert!(Instant::now() < deadline, "no leader elected");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let put = |on: u64, key: &str, value: String| {
+            let command = KvCommand::Put {
+                key: key.into(),
+                value,
+            }
+            .encode();
+            handles[&on].propose(command).wait_timeout(WAIT)
+        };
+        let write_round = |round: u32| {
+            let deadline = Instant::now() + WAIT;
+            for i in 0..100u32 {
+                // Every member proposes (followers forward to the leader); retry while
+                // a leader is being elected.
+                loop {
+                    match put(
+                        ids[(i % 3) as usize],
+                        &format!("k{}", i % 10),
+                        format!("{round}-{i}"),
+                    ) {
+                        Ok(_) => break,
+                        Err(e) => {
+                            assert!(Instant::now() < deadline, "write {round}/{i}: {e}");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+            }
+        };
+        leader();
+        write_round(1);
+        // Every connection ends (the nodes drop them) and new ones take their place.
+        connect_all(&links);
+        write_round(2);
+        let leader = leader();
+        let value = handles[&leader]
+            .read(ReadConsistency::Linearizable, |kv: &KvMachine| {
+                kv.get("k9").cloned()
+            })
+            .wait_timeout(WAIT)
+            .expect("read");
+        assert_eq!(value.as_deref(), Some("2-99"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let statuses: Vec<_> = handles.values().map(|h| h.status()).collect();
+            if statuses
+                .iter()
+                .all(|s| s.applied == statuses[0].applied && s.applied == s.commit)
+            {
+                let hashes: Vec<u64> = handles
+                    .values()
+                    .map(|h| {
+                        h.read(ReadConsistency::Serializable, |kv: &KvMachine| kv.hash())
+                            .wait_timeout(WAIT)
+                            .expect("hash")
+                    })
+                    .collect();
+                if hashes.iter().all(|h| *h == hashes[0]) {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "members did not converge: {statuses:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for handle in handles.values() {
+            handle.shutdown();
+        }
+    }
+}

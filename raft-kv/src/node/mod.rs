@@ -89,7 +89,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 
 pub use completion::{completion_pair, Completer, Completion};
 pub use config::{ClusterStart, NodeConfig};
-pub use driver::{DriverConfig, NodeHandle};
+pub use driver::{DriverConfig, InboundRead, InboundStream, NodeHandle};
 pub use error::NodeError;
 pub use state_machine::{
     fnv1a, Member, MemberInfo, Membership, SnapshotPayload, SnapshotWriter, StateMachine,

@@ -173,6 +173,18 @@ pub trait PeerHandler: Send + Sync + 'static {
     fn on_removed(&self);
     /// A snapshot message to `to` was delivered (`true`) or failed (`false`).
     fn snapshot_sent(&self, to: u64, delivered: bool);
+    /// Offers an accepted raft stream from `from` (handshake done, socket non-blocking) to
+    /// be read elsewhere, e.g. by the raft thread through a [`FrameReader`]. Gives it
+    /// back if not taken, and the peer port reads its frames itself. The default takes
+    /// none.
+    fn adopt_raft_stream(
+        &self,
+        from: u64,
+        stream: std::net::TcpStream,
+    ) -> Result<(), std::net::TcpStream> {
+        let _ = from;
+        Err(stream)
+    }
 }
 
 /// Per-peer counters for `/v2/stats/leader` and `/v2/stats/self`.
@@ -770,30 +782,47 @@ pub async fn serve_peers<H: PeerHandler>(
 }
 
 async fn serve_peer_connection<H: PeerHandler>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     handler: Arc<H>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    serve_peer_stream(stream, handler).await
+    let Some(handshake) = accept_stream(&mut stream, &*handler).await? else {
+        return Ok(());
+    };
+    // Nothing was read past the handshake, so whoever adopts the socket gets every frame.
+    match handler.adopt_raft_stream(handshake.from, stream.into_std()?) {
+        Ok(()) => Ok(()),
+        Err(stream) => read_raft_frames(TcpStream::from_std(stream)?, handshake, handler).await,
+    }
 }
 
 /// Serves one inbound peer connection on any byte stream: handshake, verdict, then
 /// frames (or the members answer). Public for the fuzz target (`fuzz/`), not an API.
 #[doc(hidden)]
-pub async fn serve_peer_stream<S, H>(stream: S, handler: Arc<H>) -> std::io::Result<()>
+pub async fn serve_peer_stream<S, H>(mut stream: S, handler: Arc<H>) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: PeerHandler,
 {
-    // Buffered: one read syscall brings in every frame the sender flushed together
-    // (its batches), instead of two reads (length, body) per frame.
-    let mut stream = BufReader::with_capacity(64 * 1024, stream);
+    match accept_stream(&mut stream, &*handler).await? {
+        Some(handshake) => read_raft_frames(stream, handshake, handler).await,
+        None => Ok(()),
+    }
+}
+
+/// Reads the handshake (exactly its bytes, no more) and answers it. Returns the handshake
+/// of an accepted raft stream; a members query is answered here, and anything else closed.
+async fn accept_stream<S, H>(stream: &mut S, handler: &H) -> std::io::Result<Option<Handshake>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: PeerHandler,
+{
     let mut raw = [0u8; HANDSHAKE_LEN];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut raw))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake"))??;
     let Some(handshake) = Handshake::decode(&raw) else {
-        return Ok(()); // not one of ours: close
+        return Ok(None); // not one of ours: close
     };
     let verdict = if handshake.kind == ConnectionKind::Members {
         Verdict::Accepted
@@ -811,7 +840,7 @@ where
     };
     stream.write_all(&[verdict as u8]).await?;
     if verdict != Verdict::Accepted {
-        return Ok(());
+        return Ok(None);
     }
     if handshake.kind == ConnectionKind::Members {
         let answer = handler.members_json();
@@ -820,8 +849,24 @@ where
             .await?;
         stream.write_all(&answer).await?;
         stream.flush().await?;
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(handshake))
+}
+
+/// Hands every frame of an accepted raft stream to the handler until it ends.
+async fn read_raft_frames<S, H>(
+    stream: S,
+    handshake: Handshake,
+    handler: Arc<H>,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + Unpin,
+    H: PeerHandler,
+{
+    // Buffered: one read syscall brings in every frame the sender flushed together
+    // (its batches), instead of two reads (length, body) per frame.
+    let mut stream = BufReader::with_capacity(64 * 1024, stream);
     let started = Instant::now();
     while let Some(frame) = read_frame(&mut stream).await? {
         if handler.is_removed(handshake.from) {
@@ -832,6 +877,107 @@ where
     }
     tracing::debug!(from = handshake.from, lived = ?started.elapsed(), "peer stream closed");
     Ok(())
+}
+
+/// Reads length-prefixed frames from a non-blocking socket as their bytes arrive: how
+/// the raft thread reads a raft stream it adopted ([`PeerHandler::adopt_raft_stream`]).
+///
+/// One buffer per connection, 64 KiB to start; a frame larger than the buffer grows it
+/// (at most doubling, and never past what that frame still needs, so a header claiming a
+/// huge frame costs nothing until its bytes come), and it shrinks back once empty.
+pub struct FrameReader {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    /// Reads `stream` (which must be non-blocking).
+    pub fn new(stream: std::net::TcpStream) -> FrameReader {
+        FrameReader {
+            stream,
+            buf: vec![0; FRAME_READ_CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The socket.
+    pub fn stream(&self) -> &std::net::TcpStream {
+        &self.stream
+    }
+
+    /// Bytes of the frame in progress (`None` while its length is incomplete).
+    fn frame_in_progress(&self) -> Option<usize> {
+        if self.end - self.start < 4 {
+            return None;
+        }
+        let head = self.buf.get(self.start..self.start + 4)?;
+        Some(u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize)
+    }
+
+    /// Reads what has arrived (about `budget` bytes at most) and calls `on_frame` with
+    /// each complete frame, in order. `Closed` at the end of the stream, on an error, or
+    /// on a frame over [`MAX_FRAME`].
+    pub fn read(
+        &mut self,
+        budget: usize,
+        mut on_frame: impl FnMut(&[u8]),
+    ) -> crate::node::InboundRead {
+        use crate::node::InboundRead;
+        use std::io::Read as _;
+        let mut taken = 0usize;
+        loop {
+            while let Some(len) = self.frame_in_progress() {
+                if len > MAX_FRAME {
+                    tracing::warn!(len, "peer frame over the size limit; connection closed");
+                    return InboundRead::Closed;
+                }
+                if self.end - self.start < 4 + len {
+                    break;
+                }
+                on_frame(&self.buf[self.start + 4..self.start + 4 + len]);
+                self.start += 4 + len;
+            }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+                if self.buf.len() > 4 * FRAME_READ_CHUNK {
+                    self.buf = vec![0; FRAME_READ_CHUNK];
+                }
+            } else if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if taken >= budget {
+                return InboundRead::More;
+            }
+            if self.end == self.buf.len() {
+                // A frame bigger than the buffer is in progress (its length is known:
+                // the buffer holds more than 4 bytes): grow with its arrival.
+                let needed = 4 + self.frame_in_progress().unwrap_or(0);
+                let grown = needed.min(self.buf.len().saturating_mul(2));
+                self.buf.resize(grown.max(self.buf.len() + 1), 0);
+            }
+            match (&self.stream).read(&mut self.buf[self.end..]) {
+                Ok(0) => return InboundRead::Closed,
+                Ok(n) => {
+                    self.end += n;
+                    taken += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return InboundRead::Drained
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    tracing::debug!(%error, "peer stream failed");
+                    return InboundRead::Closed;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -943,6 +1089,229 @@ mod tests {
         assert_eq!(receiver.frames.lock()[100].1.len(), 1 << 20);
         let answer = query_members(&[url]).await.unwrap();
         assert_eq!(answer.as_ref(), b"{\"members\":[]}");
+    }
+
+    /// A connected pair of loopback sockets; the second is non-blocking.
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        reader.set_nonblocking(true).unwrap();
+        (writer, reader)
+    }
+
+    /// Reads until the socket would block; returns the frames seen and the last outcome.
+    fn read_all(reader: &mut FrameReader, frames: &mut Vec<Vec<u8>>) -> crate::node::InboundRead {
+        loop {
+            let outcome = reader.read(usize::MAX, |f| frames.push(f.to_vec()));
+            if outcome != crate::node::InboundRead::More {
+                return outcome;
+            }
+        }
+    }
+
+    /// Frames of every size from empty to several buffers long, written in pieces cut at
+    /// every offset pattern, come out whole and in order, and the buffer shrinks back.
+    #[test]
+    fn frame_reader_reassembles_frames_split_anywhere() {
+        use crate::node::InboundRead;
+        let sizes = [
+            0usize, 1, 3, 4, 5, 100, 65_531, 65_532, 65_536, 200_000, 7, 0, 1_000_000,
+        ];
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (0..*n).map(|j| (i * 31 + j * 7) as u8).collect())
+            .collect();
+        let mut wire = Vec::new();
+        for frame in &frames {
+            wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            wire.extend_from_slice(frame);
+        }
+        for piece in [1usize, 2, 3, 5, 4096, 65_537, wire.len()] {
+            let (mut writer, reader) = socket_pair();
+            let mut reader = FrameReader::new(reader);
+            let mut seen = Vec::new();
+            // Small pieces: a few hundred bytes of each size and then the rest in bulk,
+            // so the test stays quick while every header split is still covered.
+            let mut offset = 0;
+            let mut writes = 0;
+            while offset < wire.len() {
+                let step = if writes < 600 { piece } else { 256 * 1024 };
+                let end = (offset + step).min(wire.len());
+                writer.write_all(&wire[offset..end]).unwrap();
+                offset = end;
+                writes += 1;
+                assert_eq!(read_all(&mut reader, &mut seen), InboundRead::Drained);
+            }
+            drop(writer);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while seen.len() < frames.len() {
+                assert!(
+                    Instant::now() < deadline,
+                    "piece {piece}: {} frames",
+                    seen.len()
+                );
+                match read_all(&mut reader, &mut seen) {
+                    InboundRead::Drained => std::thread::sleep(Duration::from_millis(1)),
+                    InboundRead::Closed => break,
+                    InboundRead::More => unreachable!(),
+                }
+            }
+            assert_eq!(seen.len(), frames.len(), "piece {piece}");
+            assert!(seen == frames, "piece {piece}: frames differ");
+            assert_eq!(read_all(&mut reader, &mut seen), InboundRead::Closed);
+            assert!(
+                reader.buf.len() <= 4 * FRAME_READ_CHUNK,
+                "buffer shrank back"
+            );
+        }
+    }
+
+    /// Bytes past the last complete frame are old buffer contents, never a header: a big
+    /// frame of 0xFF bytes, then a small one ending at a read boundary.
+    #[test]
+    fn frame_reader_never_reads_a_header_from_old_bytes() {
+        use crate::node::InboundRead;
+        let (mut writer, reader) = socket_pair();
+        let mut reader = FrameReader::new(reader);
+        let mut seen = Vec::new();
+        for len in [60_000usize, 10, 3, 60_000, 0, 10] {
+            writer.write_all(&(len as u32).to_be_bytes()).unwrap();
+            writer.write_all(&vec![0xFF; len]).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let before = seen.len();
+            while seen.len() == before {
+                assert!(Instant::now() < deadline);
+                assert_eq!(read_all(&mut reader, &mut seen), InboundRead::Drained);
+            }
+            assert_eq!(seen.last().map(Vec::len), Some(len));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Model: the frames written. Whatever the frame sizes, the cuts between writes
+        /// and the read budgets, the reader hands out exactly those frames, in order.
+        #[test]
+        fn frame_reader_matches_the_frames_written(
+            frames in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000), 0..24),
+            cuts in proptest::collection::vec(1usize..5000, 1..40),
+            budget in 1usize..70_000,
+        ) {
+            use crate::node::InboundRead;
+            let mut wire = Vec::new();
+            for frame in &frames {
+                wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                wire.extend_from_slice(frame);
+            }
+            let (mut writer, reader) = socket_pair();
+            let mut reader = FrameReader::new(reader);
+            let mut seen: Vec<Vec<u8>> = Vec::new();
+            let mut offset = 0;
+            for cut in cuts.iter().cycle() {
+                if offset >= wire.len() {
+                    break;
+                }
+                let end = (offset + cut).min(wire.len());
+                writer.write_all(&wire[offset..end]).unwrap();
+                offset = end;
+                while reader.read(budget, |f| seen.push(f.to_vec())) == InboundRead::More {}
+            }
+            drop(writer);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                proptest::prop_assert!(Instant::now() < deadline);
+                match reader.read(budget, |f| seen.push(f.to_vec())) {
+                    InboundRead::Closed => break,
+                    InboundRead::Drained => std::thread::sleep(Duration::from_millis(1)),
+                    InboundRead::More => {}
+                }
+            }
+            proptest::prop_assert_eq!(seen, frames);
+        }
+    }
+
+    /// The budget bounds the bytes one call reads: what is left comes with the next.
+    #[test]
+    fn frame_reader_stops_at_its_budget() {
+        use crate::node::InboundRead;
+        let (mut writer, reader) = socket_pair();
+        let mut reader = FrameReader::new(reader);
+        let mut wire = Vec::new();
+        for i in 0..300u32 {
+            wire.extend_from_slice(&1000u32.to_be_bytes());
+            wire.extend_from_slice(&[i as u8; 1000]);
+        }
+        let writing = std::thread::spawn(move || writer.write_all(&wire).unwrap());
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut calls_with_more = 0;
+        while seen.len() < 300 {
+            assert!(Instant::now() < deadline);
+            match reader.read(4000, |f| seen.push(f[0])) {
+                InboundRead::More => calls_with_more += 1,
+                InboundRead::Drained => std::thread::sleep(Duration::from_millis(1)),
+                InboundRead::Closed => panic!("closed"),
+            }
+        }
+        writing.join().unwrap();
+        // Each call reads at most one buffer (64 KiB) once past its budget.
+        assert!(
+            calls_with_more >= 300_000 / FRAME_READ_CHUNK,
+            "{calls_with_more}"
+        );
+        assert_eq!(seen, (0..300u32).map(|i| i as u8).collect::<Vec<u8>>());
+    }
+
+    /// A header claiming more than `MAX_FRAME` closes the connection, and one claiming a
+    /// large frame allocates only as its bytes arrive.
+    #[test]
+    fn frame_reader_refuses_oversized_frames_and_grows_with_arrival() {
+        use crate::node::InboundRead;
+        let (mut writer, reader) = socket_pair();
+        let mut reader = FrameReader::new(reader);
+        writer.write_all(&(MAX_FRAME as u32).to_be_bytes()).unwrap();
+        writer.write_all(&[1; 100]).unwrap();
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reader.end < 104 {
+            assert!(Instant::now() < deadline);
+            assert_eq!(read_all(&mut reader, &mut Vec::new()), InboundRead::Drained);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            reader.buf.len(),
+            FRAME_READ_CHUNK,
+            "nothing allocated ahead"
+        );
+        writer.write_all(&[1; FRAME_READ_CHUNK]).unwrap();
+        while reader.end < 104 + FRAME_READ_CHUNK {
+            assert!(Instant::now() < deadline);
+            reader.read(usize::MAX, |_| seen += 1);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(seen, 0);
+        assert!(
+            reader.buf.len() <= 2 * FRAME_READ_CHUNK,
+            "{}",
+            reader.buf.len()
+        );
+
+        let (mut writer, reader) = socket_pair();
+        let mut reader = FrameReader::new(reader);
+        writer
+            .write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+            .unwrap();
+        loop {
+            assert!(Instant::now() < deadline);
+            match reader.read(usize::MAX, |_| seen += 1) {
+                InboundRead::Closed => break,
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(seen, 0);
     }
 
     /// Whatever prefix of a `writev` went out, the rest appended is exactly the remainder

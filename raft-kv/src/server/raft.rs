@@ -2,8 +2,9 @@
 //!
 //! The node runs on its own thread and sends through [`TcpTransport`], which encodes each
 //! raft message (protobuf) into a frame for the peer's outbound queue; snapshot messages
-//! go on a connection of their own and their outcome is reported back to raft. Frames
-//! arriving on the peer port are decoded and stepped into the node. Member metadata
+//! go on a connection of their own and their outcome is reported back to raft. Raft
+//! streams accepted on the peer port are handed to the node thread, which reads, decodes
+//! and steps their frames itself ([`crate::node::InboundStream`]). Member metadata
 //! (name, peer and client URLs) lives in the node's replicated membership; every change
 //! of it updates the outbound peer set, so a member added with `member add` becomes
 //! reachable as soon as the change applies.
@@ -14,6 +15,7 @@
 //! which it stops itself.
 
 use std::collections::BTreeSet;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -27,11 +29,12 @@ use super::bootstrap::ClusterView;
 use super::id::{ClusterId, MemberId};
 use super::member::{BoxFuture, Consensus, ConsensusError, ConsensusStatus};
 use super::membership::{MemberRecord, Membership};
-use super::peer::{PeerHandler, PeerSender};
+use super::peer::{FrameReader, PeerHandler, PeerSender};
 use super::stats::{FollowerCounts, FollowerStats};
 use super::url::MemberUrl;
 use crate::node::{
-    Member, MemberInfo, NodeError, NodeEvent, NodeHandle, ReadConsistency, StateMachine,
+    InboundRead, InboundStream, Member, MemberInfo, NodeError, NodeEvent, NodeHandle,
+    ReadConsistency, StateMachine,
 };
 use crate::transport::Transport;
 
@@ -52,8 +55,8 @@ pub struct PeerGlue<S: StateMachine> {
     id: u64,
     cluster_id: u64,
     handle: OnceLock<NodeHandle<S>>,
-    removed: Mutex<BTreeSet<u64>>,
-    received: AtomicU64,
+    removed: Arc<Mutex<BTreeSet<u64>>>,
+    received: Arc<AtomicU64>,
     on_stop: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -69,8 +72,8 @@ impl<S: StateMachine> PeerGlue<S> {
             id: id.0,
             cluster_id: cluster_id.0,
             handle: OnceLock::new(),
-            removed: Mutex::new(BTreeSet::new()),
-            received: AtomicU64::new(0),
+            removed: Arc::new(Mutex::new(BTreeSet::new())),
+            received: Arc::new(AtomicU64::new(0)),
             on_stop: Mutex::new(Some(on_stop)),
         })
     }
@@ -106,15 +109,26 @@ impl<S: StateMachine> PeerHandler for PeerGlue<S> {
         let Some(handle) = self.handle.get() else {
             return;
         };
-        match Message::parse_from_bytes(&frame) {
-            Ok(message) => {
-                if message.get_msg_type() == MessageType::MsgAppend {
-                    self.received.fetch_add(1, Ordering::Relaxed);
-                }
-                handle.step(message);
-            }
-            Err(error) => tracing::warn!(%error, "undecodable raft message from a peer; dropped"),
+        if let Some(message) = decode_frame(&frame, &self.received) {
+            handle.step(message);
         }
+    }
+
+    fn adopt_raft_stream(
+        &self,
+        from: u64,
+        stream: std::net::TcpStream,
+    ) -> Result<(), std::net::TcpStream> {
+        let Some(handle) = self.handle.get() else {
+            return Err(stream);
+        };
+        handle.adopt_inbound(Box::new(InboundPeer {
+            from,
+            reader: FrameReader::new(stream),
+            removed: Arc::clone(&self.removed),
+            received: Arc::clone(&self.received),
+        }));
+        Ok(())
     }
 
     fn members_json(&self) -> Bytes {
@@ -137,6 +151,48 @@ impl<S: StateMachine> PeerHandler for PeerGlue<S> {
             };
             handle.report_snapshot(to, status);
         }
+    }
+}
+
+/// Decodes a raft message frame (counting appends for the stats); `None`, logged, if it
+/// does not decode.
+fn decode_frame(frame: &[u8], received: &AtomicU64) -> Option<Message> {
+    match Message::parse_from_bytes(frame) {
+        Ok(message) => {
+            if message.get_msg_type() == MessageType::MsgAppend {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(message)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "undecodable raft message from a peer; dropped");
+            None
+        }
+    }
+}
+
+/// A peer's raft stream as the raft thread reads it.
+struct InboundPeer {
+    from: u64,
+    reader: FrameReader,
+    removed: Arc<Mutex<BTreeSet<u64>>>,
+    received: Arc<AtomicU64>,
+}
+
+impl InboundStream for InboundPeer {
+    fn fd(&self) -> RawFd {
+        self.reader.stream().as_raw_fd()
+    }
+
+    fn read(&mut self, budget: usize, out: &mut Vec<Message>) -> InboundRead {
+        if self.removed.lock().contains(&self.from) {
+            // Close; the sender's next connection gets the `Removed` verdict and stops.
+            return InboundRead::Closed;
+        }
+        let received = &self.received;
+        self.reader.read(budget, |frame| {
+            out.extend(decode_frame(frame, received));
+        })
     }
 }
 
