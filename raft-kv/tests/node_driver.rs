@@ -162,34 +162,41 @@ impl ThreadCluster {
 
     /// Waits until every running member applied the same index, then compares hashes.
     fn converged_hash(&self) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let running: Vec<&NodeHandle<KvMachine>> = self
-                .handles
+        wait_converged(|| {
+            self.handles
                 .values()
                 .filter(|h| h.status().lifecycle.is_running())
+                .collect()
+        })
+    }
+}
+
+/// Waits until the members `members` lists have all applied the highest commit index among
+/// them and hold the same state; returns its hash.
+fn wait_converged<'a>(members: impl Fn() -> Vec<&'a NodeHandle<KvMachine>>) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let running = members();
+        let applied: Vec<u64> = running.iter().map(|h| h.status().applied).collect();
+        let commit = running.iter().map(|h| h.status().commit).max().unwrap_or(0);
+        if applied.iter().all(|a| *a == commit) {
+            let hashes: Vec<u64> = running
+                .iter()
+                .map(|h| {
+                    h.read(ReadConsistency::Serializable, |kv: &KvMachine| kv.hash())
+                        .wait_timeout(WAIT)
+                        .expect("hash")
+                })
                 .collect();
-            let applied: Vec<u64> = running.iter().map(|h| h.status().applied).collect();
-            let commit = running.iter().map(|h| h.status().commit).max().unwrap_or(0);
-            if applied.iter().all(|a| *a == commit) {
-                let hashes: Vec<u64> = running
-                    .iter()
-                    .map(|h| {
-                        h.read(ReadConsistency::Serializable, |kv: &KvMachine| kv.hash())
-                            .wait_timeout(WAIT)
-                            .expect("hash")
-                    })
-                    .collect();
-                if hashes.iter().all(|h| *h == hashes[0]) {
-                    return hashes[0];
-                }
+            if hashes.iter().all(|h| *h == hashes[0]) {
+                return hashes[0];
             }
-            assert!(
-                Instant::now() < deadline,
-                "members did not converge: {applied:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
+        assert!(
+            Instant::now() < deadline,
+            "members did not converge: {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -590,31 +597,7 @@ mod adopted_streams {
             .wait_timeout(WAIT)
             .expect("read");
         assert_eq!(value.as_deref(), Some("2-99"));
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let statuses: Vec<_> = handles.values().map(|h| h.status()).collect();
-            if statuses
-                .iter()
-                .all(|s| s.applied == statuses[0].applied && s.applied == s.commit)
-            {
-                let hashes: Vec<u64> = handles
-                    .values()
-                    .map(|h| {
-                        h.read(ReadConsistency::Serializable, |kv: &KvMachine| kv.hash())
-                            .wait_timeout(WAIT)
-                            .expect("hash")
-                    })
-                    .collect();
-                if hashes.iter().all(|h| *h == hashes[0]) {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "members did not converge: {statuses:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_converged(|| handles.values().collect());
         for handle in handles.values() {
             handle.shutdown();
         }
