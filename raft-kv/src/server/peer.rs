@@ -1408,15 +1408,20 @@ mod tests {
         }
     }
 
+    /// A loopback address nothing listens on (a port reserved, then closed), and its URL.
+    async fn closed_port_url() -> (std::net::SocketAddr, MemberUrl) {
+        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        (addr, MemberUrl::parse(&format!("http://{addr}")).unwrap())
+    }
+
     /// A peer removed while unreachable: its task ends (it used to retry at once, forever,
     /// because the closed URL watch woke it every time).
     #[tokio::test]
     async fn removed_peer_task_ends_while_unreachable() {
         let (_stop, shutdown) = watch::channel(false);
-        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        let url = MemberUrl::parse(&format!("http://{addr}")).unwrap();
+        let (_, url) = closed_port_url().await;
         let sender = PeerSender::new(Recorder::new(1, 7, vec![]), shutdown);
         sender.upsert_peer(2, vec![url]);
         let direct = sender.peers.lock()[&2].direct.clone();
@@ -1448,10 +1453,7 @@ mod tests {
     async fn reconnects_after_the_peer_comes_back() {
         let (_stop, shutdown) = watch::channel(false);
         // Reserve a port, close it, start sending, then listen on it.
-        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        let url = MemberUrl::parse(&format!("http://{addr}")).unwrap();
+        let (addr, url) = closed_port_url().await;
         let sender_handler = Recorder::new(1, 7, vec![]);
         let sender = PeerSender::new(sender_handler, shutdown.clone());
         sender.upsert_peer(2, vec![url]);
