@@ -2,7 +2,7 @@
 //! snapshot, adding and removing members (including the leader), learners, replicated
 //! member metadata. Each ends by comparing state hashes ([`Cluster::converge`]).
 
-use raft_kv::node::{Lifecycle, MemberInfo, NodeError, ReadConsistency, Role};
+use raft_kv::node::{Lifecycle, MemberInfo, MemberPatch, NodeError, ReadConsistency, Role};
 use raft_kv::sim::{Cluster, SimConfig};
 
 const SECOND: u64 = 1_000;
@@ -199,17 +199,29 @@ fn cluster_member_metadata_is_replicated() {
         .into_iter()
         .find(|id| *id != leader)
         .expect("follower");
+    // A `member update` (peer URLs, through the leader) and a publish (name and client
+    // URLs, by the member itself) proposed together: each changes only its own fields, so
+    // neither undoes the other, whatever order they commit in.
+    let peer_urls = vec!["http://10.0.0.2:2380".to_string()];
+    let client_urls = vec!["http://10.0.0.2:2379".to_string()];
+    let moved = cluster
+        .node_mut(leader)
+        .expect("leader")
+        .update_member(follower, MemberPatch::peer_urls(peer_urls.clone()));
+    let published = cluster.node_mut(follower).expect("follower").update_member(
+        follower,
+        MemberPatch::attributes("renamed".into(), client_urls.clone()),
+    );
+    cluster
+        .complete(moved, 5 * SECOND)
+        .expect("peer URLs updated");
+    cluster.complete(published, 5 * SECOND).expect("published");
+    cluster.converge(10 * SECOND);
     let info = MemberInfo {
         name: "renamed".into(),
-        peer_urls: vec!["http://10.0.0.2:2380".into()],
-        client_urls: vec!["http://10.0.0.2:2379".into()],
+        peer_urls,
+        client_urls,
     };
-    let update = cluster
-        .node_mut(follower)
-        .expect("follower")
-        .update_member(follower, info.clone());
-    cluster.complete(update, 5 * SECOND).expect("updated");
-    cluster.converge(10 * SECOND);
     for id in cluster.ids() {
         let node = cluster.node(id).expect("member");
         assert_eq!(
@@ -217,10 +229,29 @@ fn cluster_member_metadata_is_replicated() {
             Some(&info)
         );
     }
+    // Publishing again with other peer URLs known nowhere: still only name and client URLs.
+    let again = cluster
+        .node_mut(follower)
+        .expect("follower")
+        .update_member(follower, MemberPatch::attributes("again".into(), vec![]));
+    cluster
+        .complete(again, 5 * SECOND)
+        .expect("published again");
+    cluster.converge(10 * SECOND);
+    let node = cluster.node(leader).expect("leader");
+    let now = node.membership().get(follower).map(|m| m.info.clone());
+    assert_eq!(
+        now,
+        Some(MemberInfo {
+            name: "again".into(),
+            peer_urls: info.peer_urls.clone(),
+            client_urls: vec![],
+        })
+    );
     let missing = cluster
         .node_mut(leader)
         .expect("leader")
-        .update_member(99, info);
+        .update_member(99, MemberPatch::peer_urls(info.peer_urls));
     assert!(matches!(
         cluster.complete(missing, SECOND),
         Err(NodeError::InvalidRequest { .. })

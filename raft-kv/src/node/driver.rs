@@ -39,8 +39,8 @@ use super::completion::{completion_pair, Completer, Completion};
 use super::error::NodeError;
 use super::requests::ReadFn;
 use super::{
-    Applied, Member, MemberChange, MemberInfo, NodeEvent, NodeStatus, RaftNode, ReadConsistency,
-    StateMachine,
+    Applied, Member, MemberChange, MemberInfo, MemberPatch, NodeEvent, NodeStatus, RaftNode,
+    ReadConsistency, StateMachine,
 };
 use crate::storage::Disk;
 use crate::transport::{LocalPeer, Transport};
@@ -262,9 +262,9 @@ impl<S: StateMachine> NodeHandle<S> {
         self.change_membership(MemberChange::Remove { id })
     }
 
-    /// Proposes new metadata for a member.
-    pub fn update_member(&self, id: u64, info: MemberInfo) -> Completion<Applied<Vec<Member>>> {
-        self.change_membership(MemberChange::Update { id, info })
+    /// Proposes a change to a member's metadata (see [`RaftNode::update_member`]).
+    pub fn update_member(&self, id: u64, patch: MemberPatch) -> Completion<Applied<Vec<Member>>> {
+        self.change_membership(MemberChange::Update { id, patch })
     }
 
     /// Hands a raft message from a peer to the member.

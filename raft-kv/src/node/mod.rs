@@ -57,7 +57,8 @@
 //! - Membership: [`RaftNode::add_member`], [`RaftNode::add_learner`],
 //!   [`RaftNode::promote_learner`], [`RaftNode::remove_member`] propose conf changes whose
 //!   context carries the member's [`MemberInfo`]; [`RaftNode::update_member`] replicates
-//!   new metadata. A removed member stops; ids are never reused.
+//!   a [`MemberPatch`] (the fields that change, merged as it applies, so a publish of the
+//!   name cannot clobber peer URLs). A removed member stops; ids are never reused.
 //!
 //! # Caveats
 //!
@@ -92,7 +93,8 @@ pub use config::{ClusterStart, NodeConfig};
 pub use driver::{DriverConfig, InboundRead, InboundStream, NodeHandle};
 pub use error::NodeError;
 pub use state_machine::{
-    fnv1a, Member, MemberInfo, Membership, SnapshotPayload, SnapshotWriter, StateMachine,
+    fnv1a, Member, MemberInfo, MemberPatch, Membership, SnapshotPayload, SnapshotWriter,
+    StateMachine,
 };
 
 use crate::storage::{Disk, RaftStorage};
@@ -140,12 +142,13 @@ pub enum MemberChange {
         /// The member's id.
         id: u64,
     },
-    /// Replace a member's metadata.
+    /// Change some of a member's metadata (merged into its metadata as the change
+    /// applies).
     Update {
         /// The member's id.
         id: u64,
-        /// Its new metadata.
-        info: MemberInfo,
+        /// The fields that change.
+        patch: MemberPatch,
     },
 }
 
@@ -820,9 +823,14 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         self.change_membership(MemberChange::Remove { id })
     }
 
-    /// Proposes new metadata for a member (etcd's `member update` and attribute publish).
-    pub fn update_member(&mut self, id: u64, info: MemberInfo) -> Completion<Applied<Vec<Member>>> {
-        self.change_membership(MemberChange::Update { id, info })
+    /// Proposes a change to a member's metadata (etcd's `member update` and attribute
+    /// publish): the fields `patch` sets replace the member's as the entry applies.
+    pub fn update_member(
+        &mut self,
+        id: u64,
+        patch: MemberPatch,
+    ) -> Completion<Applied<Vec<Member>>> {
+        self.change_membership(MemberChange::Update { id, patch })
     }
 
     /// Proposes a membership change; resolves with the members after it applied.
@@ -851,14 +859,14 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
             MemberChange::Remove { id } => {
                 self.propose_conf_change(ConfChangeType::RemoveNode, id, None, completer)
             }
-            MemberChange::Update { id, info } => self.propose_member_update(id, info, completer),
+            MemberChange::Update { id, patch } => self.propose_member_update(id, patch, completer),
         }
     }
 
     fn propose_member_update(
         &mut self,
         id: u64,
-        info: MemberInfo,
+        patch: MemberPatch,
         completer: Completer<Applied<Vec<Member>>>,
     ) {
         if let Err(e) = self.ensure_running() {
@@ -869,15 +877,15 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
             completer.complete(Err(NodeError::invalid(format!("no member {id:x}"))));
             return;
         }
-        let data = match bincode::serialize(&(id, &info)) {
+        let data = match bincode::serialize(&(id, &patch)) {
             Ok(data) => data,
             Err(e) => {
-                completer.complete(Err(NodeError::invalid(format!("member info: {e}"))));
+                completer.complete(Err(NodeError::invalid(format!("member patch: {e}"))));
                 return;
             }
         };
         let seq = self.next_seq();
-        let header = self.header(HeaderKind::MemberUpdate, seq);
+        let header = self.header(HeaderKind::MemberPatch, seq);
         self.submit(seq, Waiter::Membership(completer), |raw| {
             raw.propose(header, data)
         });
@@ -1148,12 +1156,25 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
 
     fn apply_normal(&mut self, entry: &Entry, header: Option<RequestHeader>, own_seq: Option<u64>) {
         match header.map(|h| h.kind) {
-            Some(HeaderKind::MemberUpdate) => {
-                let outcome = bincode::deserialize::<(u64, MemberInfo)>(&entry.data)
+            Some(kind @ (HeaderKind::MemberUpdate | HeaderKind::MemberPatch)) => {
+                let decoded = if kind == HeaderKind::MemberPatch {
+                    bincode::deserialize::<(u64, MemberPatch)>(&entry.data)
+                } else {
+                    // Written by earlier versions: the member's whole metadata.
+                    bincode::deserialize::<(u64, MemberInfo)>(&entry.data).map(|(id, info)| {
+                        let patch = MemberPatch {
+                            name: Some(info.name),
+                            peer_urls: Some(info.peer_urls),
+                            client_urls: Some(info.client_urls),
+                        };
+                        (id, patch)
+                    })
+                };
+                let outcome = decoded
                     .map_err(|e| NodeError::invalid(format!("undecodable member update: {e}")))
-                    .and_then(|(id, info)| match self.membership.get_mut(id) {
+                    .and_then(|(id, patch)| match self.membership.get_mut(id) {
                         Some(member) => {
-                            member.info = info;
+                            patch.apply_to(&mut member.info);
                             Ok(())
                         }
                         None => Err(NodeError::invalid(format!("no member {id:x}"))),
@@ -1729,5 +1750,56 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
         for listener in &mut self.listeners {
             listener(&event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::KvMachine;
+    use crate::storage::MemDisk;
+
+    /// A member update entry written by an earlier version (kind 2: the member's whole
+    /// metadata) still applies from an old log, as a replacement of every field.
+    #[test]
+    fn member_update_entries_of_earlier_versions_still_apply() {
+        let first = MemberInfo {
+            name: "m1".into(),
+            peer_urls: vec!["http://10.0.0.1:2380".into()],
+            client_urls: vec!["http://10.0.0.1:2379".into()],
+        };
+        let mut config = NodeConfig::new(1);
+        config.seed = Some(1);
+        let mut node = RaftNode::open(
+            config,
+            MemDisk::new(),
+            KvMachine::new(false),
+            ClusterStart::New(vec![(1, first)]),
+        )
+        .expect("open");
+        let mut outbox: Vec<Message> = Vec::new();
+        while node.has_ready() {
+            node.process_ready(&mut outbox).expect("ready");
+        }
+        assert!(node.is_leader());
+        let replaced = MemberInfo {
+            name: "renamed".into(),
+            peer_urls: vec!["http://10.0.0.9:2380".into()],
+            client_urls: vec![],
+        };
+        let (done, completer) = completion_pair(1);
+        let seq = node.next_seq();
+        let header = node.header(HeaderKind::MemberUpdate, seq);
+        let data = bincode::serialize(&(1u64, &replaced)).expect("encode");
+        node.submit(seq, Waiter::Membership(completer), |raw| {
+            raw.propose(header, data)
+        });
+        while node.has_ready() {
+            node.process_ready(&mut outbox).expect("ready");
+        }
+        let members = done.wait().expect("applied").response;
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].info, replaced);
+        assert_eq!(node.membership().get(1).map(|m| &m.info), Some(&replaced));
     }
 }

@@ -18,7 +18,7 @@ use super::{Applied, Member};
 ///
 /// | offset | width | field |
 /// |---|---|---|
-/// | 0 | 1 | kind: 1 state machine command, 2 member update, 3 conf change, 4 read round |
+/// | 0 | 1 | kind: 1 state machine command, 2 member update (whole metadata, written by earlier versions), 3 conf change, 4 read round, 5 member patch |
 /// | 1 | 8 | origin member id, little-endian |
 /// | 9 | 8 | origin boot id (random per process start), little-endian |
 /// | 17 | 8 | request sequence number within that boot, little-endian |
@@ -40,6 +40,7 @@ pub(crate) enum HeaderKind {
     MemberUpdate = 2,
     ConfChange = 3,
     ReadRound = 4,
+    MemberPatch = 5,
 }
 
 pub(crate) const HEADER_LEN: usize = 25;
@@ -63,6 +64,7 @@ impl RequestHeader {
             2 => HeaderKind::MemberUpdate,
             3 => HeaderKind::ConfChange,
             4 => HeaderKind::ReadRound,
+            5 => HeaderKind::MemberPatch,
             _ => return None,
         };
         let word = |at: usize| -> Option<u64> {
@@ -419,6 +421,7 @@ mod tests {
             (HeaderKind::MemberUpdate, 2),
             (HeaderKind::ConfChange, 3),
             (HeaderKind::ReadRound, 4),
+            (HeaderKind::MemberPatch, 5),
         ] {
             assert_eq!(kind as u8, byte);
         }

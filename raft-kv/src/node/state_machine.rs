@@ -82,6 +82,60 @@ pub struct MemberInfo {
     pub client_urls: Vec<String>,
 }
 
+/// A change to some of a member's metadata. Fields left `None` keep the value they have
+/// when the change applies, not when it was proposed: a member publishing its name and
+/// client URLs cannot erase peer URLs it has not learnt yet (a joining member before its
+/// first snapshot) or undo a concurrent `member update`, as etcd keeps a member's
+/// attributes and its raft attributes apart.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemberPatch {
+    /// New name, if it changes.
+    pub name: Option<String>,
+    /// New peer URLs, if they change.
+    pub peer_urls: Option<Vec<String>>,
+    /// New client URLs, if they change.
+    pub client_urls: Option<Vec<String>>,
+}
+
+impl MemberPatch {
+    /// A patch replacing only the peer URLs (etcd's `member update`).
+    pub fn peer_urls(urls: Vec<String>) -> MemberPatch {
+        MemberPatch {
+            peer_urls: Some(urls),
+            ..MemberPatch::default()
+        }
+    }
+
+    /// A patch replacing only the name and client URLs (what a starting member publishes).
+    pub fn attributes(name: String, client_urls: Vec<String>) -> MemberPatch {
+        MemberPatch {
+            name: Some(name),
+            client_urls: Some(client_urls),
+            ..MemberPatch::default()
+        }
+    }
+
+    /// Applies the patch to `info`.
+    pub fn apply_to(&self, info: &mut MemberInfo) {
+        if let Some(name) = &self.name {
+            info.name.clone_from(name);
+        }
+        if let Some(urls) = &self.peer_urls {
+            info.peer_urls.clone_from(urls);
+        }
+        if let Some(urls) = &self.client_urls {
+            info.client_urls.clone_from(urls);
+        }
+    }
+
+    /// True if applying the patch would leave `info` as it is.
+    pub fn is_noop_for(&self, info: &MemberInfo) -> bool {
+        let mut patched = info.clone();
+        self.apply_to(&mut patched);
+        patched == *info
+    }
+}
+
 /// A member of the cluster as the replicated membership knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -252,6 +306,61 @@ mod tests {
             });
             proptest::prop_assert_eq!(direct.ok(), payload.encode().ok());
         }
+    }
+
+    fn opt_urls() -> impl proptest::strategy::Strategy<Value = Option<Vec<String>>> {
+        proptest::option::of(proptest::collection::vec("[a-z]{1,4}", 0..3))
+    }
+
+    proptest::proptest! {
+        /// A patch replaces exactly the fields it sets and keeps the others; applying it
+        /// twice changes nothing more; `is_noop_for` tells whether it changes anything.
+        #[test]
+        fn patch_replaces_only_what_it_sets(
+            name in "[a-z]{0,4}",
+            peer in proptest::collection::vec("[a-z]{1,4}", 0..3),
+            client in proptest::collection::vec("[a-z]{1,4}", 0..3),
+            new_name in proptest::option::of("[a-z]{0,4}"),
+            new_peer in opt_urls(),
+            new_client in opt_urls(),
+        ) {
+            let before = MemberInfo { name, peer_urls: peer, client_urls: client };
+            let patch = MemberPatch {
+                name: new_name.clone(),
+                peer_urls: new_peer.clone(),
+                client_urls: new_client.clone(),
+            };
+            let mut after = before.clone();
+            patch.apply_to(&mut after);
+            proptest::prop_assert_eq!(&after.name, new_name.as_ref().unwrap_or(&before.name));
+            proptest::prop_assert_eq!(
+                &after.peer_urls,
+                new_peer.as_ref().unwrap_or(&before.peer_urls)
+            );
+            proptest::prop_assert_eq!(
+                &after.client_urls,
+                new_client.as_ref().unwrap_or(&before.client_urls)
+            );
+            proptest::prop_assert_eq!(patch.is_noop_for(&before), after == before);
+            proptest::prop_assert!(patch.is_noop_for(&after));
+        }
+    }
+
+    #[test]
+    fn attribute_patch_keeps_peer_urls() {
+        let mut info = MemberInfo {
+            name: String::new(),
+            peer_urls: vec!["http://127.0.0.1:2380".into()],
+            client_urls: vec![],
+        };
+        MemberPatch::attributes("node3".into(), vec!["http://127.0.0.1:2379".into()])
+            .apply_to(&mut info);
+        assert_eq!(info.peer_urls, vec!["http://127.0.0.1:2380".to_string()]);
+        assert_eq!(info.name, "node3");
+        MemberPatch::peer_urls(vec!["http://10.0.0.1:2380".into()]).apply_to(&mut info);
+        assert_eq!(info.name, "node3");
+        assert_eq!(info.client_urls, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!(info.peer_urls, vec!["http://10.0.0.1:2380".to_string()]);
     }
 
     #[test]

@@ -553,22 +553,32 @@ impl<H: PeerHandler> PeerSender<H> {
             }
             let candidates = urls.borrow_and_update().clone();
             let Some(url) = candidates.get(next_url % candidates.len().max(1)).cloned() else {
-                return;
+                // No URL to reach it at (yet): wait for one, dropping what queues meanwhile
+                // (raft resends). Ending here would leave the peer unreachable for good.
+                if !drop_queued(&mut queue, counters) {
+                    return;
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    changed = urls.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    frame = queue.recv() => {
+                        let Some(_stale) = frame else { return };
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
             };
             next_url = next_url.wrapping_add(1);
             let stream = match self.connect(&url, id, ConnectionKind::Raft).await {
                 Ok(stream) => stream,
                 Err(_) => {
                     // Drop what queued up while the peer was unreachable: raft resends.
-                    loop {
-                        match queue.try_recv() {
-                            Ok(_stale) => {
-                                counters.failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            // The peer was removed.
-                            Err(mpsc::error::TryRecvError::Disconnected) => return,
-                            Err(mpsc::error::TryRecvError::Empty) => break,
-                        }
+                    if !drop_queued(&mut queue, counters) {
+                        return;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -688,6 +698,20 @@ impl<H: PeerHandler> PeerSender<H> {
                 state.pending.clear();
             }
             counters.connected.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Drops (and counts as failed) the frames queued for a peer that cannot be reached now;
+/// raft resends. False if the queue is closed: the peer was removed.
+fn drop_queued(queue: &mut mpsc::Receiver<Bytes>, counters: &PeerCounters) -> bool {
+    loop {
+        match queue.try_recv() {
+            Ok(_stale) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            Err(mpsc::error::TryRecvError::Empty) => return true,
         }
     }
 }
@@ -1429,6 +1453,39 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         sender.remove_peer(2);
         wait_for(|| Arc::strong_count(&direct) == 1).await;
+    }
+
+    /// A peer whose URLs were emptied (and later set again) is reached again: its task
+    /// waits for URLs instead of ending (it used to end, leaving the peer unreachable for
+    /// good once a metadata update carried no peer URLs).
+    #[tokio::test]
+    async fn peer_without_urls_is_reached_once_it_has_some() {
+        let (_stop, shutdown) = watch::channel(false);
+        let receiver = Recorder::new(2, 7, vec![]);
+        let url = listen(receiver.clone(), shutdown.clone()).await;
+        let sender = PeerSender::new(Recorder::new(1, 7, vec![]), shutdown);
+        sender.upsert_peer(2, vec![url.clone()]);
+        sender.send(2, Bytes::from_static(b"first"));
+        wait_for(|| receiver.frames.lock().len() == 1).await;
+        sender.upsert_peer(2, vec![]);
+        wait_for(|| !sender.is_connected(2)).await;
+        sender.send(2, Bytes::from_static(b"dropped"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sender.upsert_peer(2, vec![url]);
+        wait_for(|| {
+            sender.send(2, Bytes::from_static(b"again"));
+            receiver
+                .frames
+                .lock()
+                .iter()
+                .any(|(_, f)| f.as_ref() == b"again")
+        })
+        .await;
+        assert!(!receiver
+            .frames
+            .lock()
+            .iter()
+            .any(|(_, f)| f.as_ref() == b"dropped"));
     }
 
     #[tokio::test]

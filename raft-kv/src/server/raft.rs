@@ -33,7 +33,7 @@ use super::peer::{FrameReader, PeerHandler, PeerSender};
 use super::stats::{FollowerCounts, FollowerStats};
 use super::url::MemberUrl;
 use crate::node::{
-    InboundRead, InboundStream, Member, MemberInfo, NodeError, NodeEvent, NodeHandle,
+    InboundRead, InboundStream, Member, MemberInfo, MemberPatch, NodeError, NodeEvent, NodeHandle,
     ReadConsistency, StateMachine,
 };
 use crate::transport::Transport;
@@ -336,13 +336,12 @@ impl<S: StateMachine> RaftConsensus<S> {
         &self.handle
     }
 
-    fn own_info(&self) -> MemberInfo {
+    fn own_info(&self) -> Option<MemberInfo> {
         self.handle
             .members()
             .into_iter()
             .find(|m| m.id == self.glue.id)
             .map(|m| m.info)
-            .unwrap_or_default()
     }
 }
 
@@ -383,15 +382,9 @@ impl<S: StateMachine> Consensus for RaftConsensus<S> {
         id: MemberId,
         peer_urls: Vec<String>,
     ) -> BoxFuture<'_, Result<(), ConsensusError>> {
-        let mut info = self
+        let completion = self
             .handle
-            .members()
-            .into_iter()
-            .find(|m| m.id == id.0)
-            .map(|m| m.info)
-            .unwrap_or_default();
-        info.peer_urls = peer_urls;
-        let completion = self.handle.update_member(id.0, info);
+            .update_member(id.0, MemberPatch::peer_urls(peer_urls));
         Box::pin(async move { completion.await.map(|_| ()).map_err(consensus_error) })
     }
 
@@ -405,13 +398,13 @@ impl<S: StateMachine> Consensus for RaftConsensus<S> {
         name: String,
         client_urls: Vec<String>,
     ) -> BoxFuture<'_, Result<(), ConsensusError>> {
-        let mut info = self.own_info();
-        if info.name == name && info.client_urls == client_urls && !info.peer_urls.is_empty() {
+        // Only the name and client URLs: the peer URLs stay what the membership holds when
+        // this applies (this member's own view may not know them yet).
+        let patch = MemberPatch::attributes(name, client_urls);
+        if self.own_info().is_some_and(|info| patch.is_noop_for(&info)) {
             return Box::pin(async { Ok(()) });
         }
-        info.name = name;
-        info.client_urls = client_urls;
-        let completion = self.handle.update_member(self.glue.id, info);
+        let completion = self.handle.update_member(self.glue.id, patch);
         Box::pin(async move { completion.await.map(|_| ()).map_err(consensus_error) })
     }
 
