@@ -1168,14 +1168,8 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
                     bincode::deserialize::<(u64, MemberPatch)>(&entry.data)
                 } else {
                     // Written by earlier versions: the member's whole metadata.
-                    bincode::deserialize::<(u64, MemberInfo)>(&entry.data).map(|(id, info)| {
-                        let patch = MemberPatch {
-                            name: Some(info.name),
-                            peer_urls: Some(info.peer_urls),
-                            client_urls: Some(info.client_urls),
-                        };
-                        (id, patch)
-                    })
+                    bincode::deserialize::<(u64, MemberInfo)>(&entry.data)
+                        .map(|(id, info)| (id, MemberPatch::from(info)))
                 };
                 let outcome = decoded
                     .map_err(|e| NodeError::invalid(format!("undecodable member update: {e}")))
@@ -1763,50 +1757,35 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::KvMachine;
-    use crate::storage::MemDisk;
+    use crate::sim::{member_info, Cluster, SimConfig};
 
     /// A member update entry written by an earlier version (kind 2: the member's whole
     /// metadata) still applies from an old log, as a replacement of every field.
     #[test]
     fn member_update_entries_of_earlier_versions_still_apply() {
-        let first = MemberInfo {
-            name: "m1".into(),
-            peer_urls: vec!["http://10.0.0.1:2380".into()],
-            client_urls: vec!["http://10.0.0.1:2379".into()],
-        };
-        let mut config = NodeConfig::new(1);
-        config.seed = Some(1);
-        let mut node = RaftNode::open(
-            config,
-            MemDisk::new(),
-            KvMachine::new(false),
-            ClusterStart::New(vec![(1, first)]),
-        )
-        .expect("open");
-        let mut outbox: Vec<Message> = Vec::new();
-        while node.has_ready() {
-            node.process_ready(&mut outbox).expect("ready");
-        }
-        assert!(node.is_leader());
+        let mut cluster = Cluster::new(SimConfig::from_env(17), 1);
+        let leader = cluster.wait_for_leader(5_000);
+        assert_ne!(member_info(leader).name, "renamed");
         let replaced = MemberInfo {
             name: "renamed".into(),
             peer_urls: vec!["http://10.0.0.9:2380".into()],
             client_urls: vec![],
         };
-        let (done, completer) = completion_pair(1);
+        let node = cluster.node_mut(leader).expect("leader");
+        let (done, completer) = completion_pair(leader);
         let seq = node.next_seq();
         let header = node.header(HeaderKind::MemberUpdate, seq);
-        let data = bincode::serialize(&(1u64, &replaced)).expect("encode");
+        let data = bincode::serialize(&(leader, &replaced)).expect("encode");
         node.submit(seq, Waiter::Membership(completer), |raw| {
             raw.propose(header, data)
         });
-        while node.has_ready() {
-            node.process_ready(&mut outbox).expect("ready");
-        }
-        let members = done.wait().expect("applied").response;
+        let members = cluster.complete(done, 5_000).expect("applied").response;
         assert_eq!(members.len(), 1);
         assert_eq!(members[0].info, replaced);
-        assert_eq!(node.membership().get(1).map(|m| &m.info), Some(&replaced));
+        let node = cluster.node(leader).expect("leader");
+        assert_eq!(
+            node.membership().get(leader).map(|m| &m.info),
+            Some(&replaced)
+        );
     }
 }

@@ -136,6 +136,17 @@ impl MemberPatch {
     }
 }
 
+impl From<MemberInfo> for MemberPatch {
+    /// A patch replacing every field (what a member update of earlier versions carried).
+    fn from(info: MemberInfo) -> MemberPatch {
+        MemberPatch {
+            name: Some(info.name),
+            peer_urls: Some(info.peer_urls),
+            client_urls: Some(info.client_urls),
+        }
+    }
+}
+
 /// A member of the cluster as the replicated membership knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
