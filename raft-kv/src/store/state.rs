@@ -388,58 +388,51 @@ impl Store {
         now: UnixNanos,
     ) -> Result<Event, StoreError> {
         let key = path::clean_key(key);
-        let existing = match self.tree.get(&key) {
-            Ok(node) => Some(node),
+        let next = self.index + 1;
+        let current = self.index;
+        let expiration = ttl.map(|t| now.plus_seconds(t));
+        let new_node = |value: &str| {
+            if dir {
+                Node::new_dir(next, expiration)
+            } else {
+                Node::new_file(next, value, expiration)
+            }
+        };
+        // One walk: an existing file is overwritten through the `&mut` the walk found
+        // (its parents exist and their indexes do not change); otherwise the walk's error
+        // says whether to create the node or fail.
+        let (shown, prev) = match self.tree.get_mut(&key) {
+            Ok(slot) => {
+                if key == "/" {
+                    return Err(StoreError::new(ErrorCode::RootReadOnly, "/", current));
+                }
+                if slot.is_dir() {
+                    return Err(StoreError::new(ErrorCode::NotFile, key, current));
+                }
+                let node = if refresh {
+                    new_node(slot.value())
+                } else {
+                    new_node(value)
+                };
+                let shown = node.to_extern(&key, now);
+                let prev = (slot.to_extern(&key, now), slot.expiration());
+                *slot = node;
+                (shown, Some(prev))
+            }
             Err(WalkError::NotFound(cause)) => {
                 if refresh {
-                    return Err(StoreError::new(ErrorCode::KeyNotFound, cause, self.index));
+                    return Err(StoreError::new(ErrorCode::KeyNotFound, cause, current));
                 }
-                None
+                self.check_depth(&key)?;
+                let node = new_node(value);
+                let shown = node.to_extern(&key, now);
+                self.insert_new(&key, node, next)?;
+                (shown, None)
             }
-            Err(e) => return Err(walk_error(e, self.index)),
+            Err(e) => return Err(walk_error(e, current)),
         };
-        if key == "/" {
-            return Err(StoreError::new(ErrorCode::RootReadOnly, "/", self.index));
-        }
-        let next = self.index + 1;
-        let mut prev = None;
-        let mut value = value;
-        let kept_value;
-        if let Some(node) = existing {
-            if node.is_dir() {
-                return Err(StoreError::new(ErrorCode::NotFile, key, self.index));
-            }
-            if refresh {
-                kept_value = node.value().to_owned();
-                value = &kept_value;
-            }
-            prev = Some((node.to_extern(&key, now), node.expiration()));
-        } else {
-            self.check_depth(&key)?;
-        }
-        if let Some((_, old_expiration)) = &prev {
-            if old_expiration.is_some() {
-                self.forget_ttl(&key);
-            }
-        }
-        let expiration = ttl.map(|t| now.plus_seconds(t));
-        let node = if dir {
-            Node::new_dir(next, expiration)
-        } else {
-            Node::new_file(next, value, expiration)
-        };
-        let shown = node.to_extern(&key, now);
-        if prev.is_some() {
-            // Overwrite in place: the same as removing and inserting under the same name
-            // (parents exist, their indexes do not change), one tree walk instead of two.
-            let current = self.index;
-            let slot = self
-                .tree
-                .get_mut(&key)
-                .map_err(|e| walk_error(e, current))?;
-            *slot = node;
-        } else {
-            self.insert_new(&key, node, next)?;
+        if let Some((_, Some(_))) = &prev {
+            self.forget_ttl(&key);
         }
         self.remember_ttl(&key, expiration);
         self.index = next;
