@@ -33,7 +33,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{
+    HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -218,8 +221,20 @@ type HttpResponse = Response<ResponseBody>;
 const APPLICATION_JSON: &str = "application/json";
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
+// Header names are built at compile time: `from_static` checks its argument, which a call
+// at run time would repeat for every response.
+const X_ETCD_INDEX: HeaderName = HeaderName::from_static("x-etcd-index");
+const X_RAFT_INDEX: HeaderName = HeaderName::from_static("x-raft-index");
+const X_RAFT_TERM: HeaderName = HeaderName::from_static("x-raft-term");
+const X_ETCD_CLUSTER_ID: HeaderName = HeaderName::from_static("x-etcd-cluster-id");
+
+/// Headers a keys response carries (content type, three indexes, cluster id, three CORS):
+/// reserved up front so the map does not grow while they are added.
+const RESPONSE_HEADERS: usize = 8;
+
 fn response(status: u16, content_type: Option<&'static str>, body: Bytes) -> HttpResponse {
     let mut resp = Response::new(ResponseBody::Full(Some(body)));
+    resp.headers_mut().reserve(RESPONSE_HEADERS);
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(content_type) = content_type {
         resp.headers_mut().insert(
@@ -232,29 +247,41 @@ fn response(status: u16, content_type: Option<&'static str>, body: Bytes) -> Htt
 
 fn add_cors(resp: &mut HttpResponse) {
     let headers = resp.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(
-        HeaderName::from_static("access-control-allow-origin"),
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        HeaderName::from_static("access-control-allow-methods"),
+        ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
     );
     headers.insert(
-        HeaderName::from_static("access-control-allow-headers"),
+        ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("accept, content-type, authorization"),
     );
 }
 
-fn set_number(resp: &mut HttpResponse, name: &'static str, value: u64) {
-    resp.headers_mut()
-        .insert(HeaderName::from_static(name), HeaderValue::from(value));
+fn set_number(resp: &mut HttpResponse, name: HeaderName, value: u64) {
+    resp.headers_mut().insert(name, HeaderValue::from(value));
 }
 
 fn set_cluster_id(resp: &mut HttpResponse, id: ClusterId) {
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static("x-etcd-cluster-id"), value);
+    // A member's cluster id does not change: its header value is rendered once per thread
+    // and shared (cloning a `HeaderValue` only counts a reference).
+    thread_local! {
+        static RENDERED: std::cell::RefCell<Option<(ClusterId, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let value = RENDERED.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        match &*cell {
+            Some((cached, value)) if *cached == id => Some(value.clone()),
+            _ => {
+                let value = HeaderValue::from_str(&id.to_string()).ok()?;
+                *cell = Some((id, value.clone()));
+                Some(value)
+            }
+        }
+    });
+    if let Some(value) = value {
+        resp.headers_mut().insert(X_ETCD_CLUSTER_ID, value);
     }
 }
 
@@ -264,10 +291,8 @@ fn not_found() -> HttpResponse {
         Some(TEXT_PLAIN),
         Bytes::from_static(b"404 page not found\n"),
     );
-    resp.headers_mut().insert(
-        HeaderName::from_static("x-content-type-options"),
-        HeaderValue::from_static("nosniff"),
-    );
+    resp.headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
 }
 
@@ -279,10 +304,8 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse {
     );
     resp.headers_mut()
         .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
-    resp.headers_mut().insert(
-        HeaderName::from_static("x-content-type-options"),
-        HeaderValue::from_static("nosniff"),
-    );
+    resp.headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
 }
 
@@ -308,6 +331,14 @@ fn json_value<T: Serialize>(status: u16, value: &T, newline: bool) -> HttpRespon
 
 /// Go's `path.Clean`, keeping a trailing slash as `http.ServeMux` does.
 fn clean_path(path: &str) -> String {
+    if is_clean_path(path) {
+        return path.to_owned();
+    }
+    clean_path_segments(path)
+}
+
+/// [`clean_path`] segment by segment.
+fn clean_path_segments(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
@@ -327,6 +358,25 @@ fn clean_path(path: &str) -> String {
         cleaned.push('/');
     }
     cleaned
+}
+
+/// True when [`clean_path`] would return `path` unchanged (the common case, checked with a
+/// byte scan): absolute, and no empty, `.` or `..` segment except one empty segment at the
+/// end (a trailing slash is kept).
+fn is_clean_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.as_bytes().split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            b"" if last => {}
+            b"" | b"." | b".." => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Percent-encodes a decoded path for a `Location` header (Go's `url.URL.String`).
@@ -584,10 +634,10 @@ async fn keys<B: Backend>(
         } => {
             // For HEAD, hyper sends the headers (Content-Length included) and no body.
             let mut resp = response(status, Some(APPLICATION_JSON), body);
-            set_number(&mut resp, "x-etcd-index", etcd_index);
+            set_number(&mut resp, X_ETCD_INDEX, etcd_index);
             if let Some((raft_index, raft_term)) = raft {
-                set_number(&mut resp, "x-raft-index", raft_index);
-                set_number(&mut resp, "x-raft-term", raft_term);
+                set_number(&mut resp, X_RAFT_INDEX, raft_index);
+                set_number(&mut resp, X_RAFT_TERM, raft_term);
             }
             resp
         }
@@ -601,9 +651,9 @@ async fn keys<B: Backend>(
                 hyper::header::CONTENT_TYPE,
                 HeaderValue::from_static(APPLICATION_JSON),
             );
-            set_number(&mut resp, "x-etcd-index", etcd_index);
-            set_number(&mut resp, "x-raft-index", raft.0);
-            set_number(&mut resp, "x-raft-term", raft.1);
+            set_number(&mut resp, X_ETCD_INDEX, etcd_index);
+            set_number(&mut resp, X_RAFT_INDEX, raft.0);
+            set_number(&mut resp, X_RAFT_TERM, raft.1);
             resp
         }
     };
@@ -776,6 +826,28 @@ pub async fn serve_clients<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every path of up to 7 characters over `/`, `.` and `a`: the fast check says
+    /// "unchanged" exactly when cleaning segment by segment changes nothing.
+    #[test]
+    fn clean_path_check_matches_cleaning() {
+        let mut frontier = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..=7 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                let slow = clean_path_segments(p);
+                assert_eq!(is_clean_path(p), slow == *p, "{p:?}");
+                assert_eq!(clean_path(p), slow, "{p:?}");
+                checked += 1;
+                for c in ['/', '.', 'a'] {
+                    next.push(format!("{p}{c}"));
+                }
+            }
+            frontier = next;
+        }
+        assert_eq!(checked, (0..=7).map(|n| 3usize.pow(n)).sum::<usize>());
+    }
 
     #[test]
     fn path_cleaning_keeps_trailing_slash() {

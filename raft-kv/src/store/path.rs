@@ -54,16 +54,19 @@ pub fn clean_key(key: &str) -> String {
 }
 
 /// True if `key` is already in cleaned form.
+///
+/// A byte scan (every write checks its key): `/` is ASCII, so it never occurs inside a
+/// multi-byte UTF-8 character.
 pub fn is_clean(key: &str) -> bool {
     if key == "/" {
         return true;
     }
-    if !key.starts_with('/') || key.ends_with('/') {
+    let Some(rest) = key.strip_prefix('/') else {
         return false;
-    }
-    key[1..]
-        .split('/')
-        .all(|s| !s.is_empty() && s != "." && s != "..")
+    };
+    rest.as_bytes()
+        .split(|&b| b == b'/')
+        .all(|s| !s.is_empty() && s != b"." && s != b"..")
 }
 
 /// The segments of a cleaned key (`/a/b` → `a`, `b`; `/` → nothing).
@@ -73,7 +76,14 @@ pub fn segments(clean: &str) -> impl Iterator<Item = &str> {
 
 /// Number of segments of a cleaned key.
 pub fn depth(clean: &str) -> usize {
-    segments(clean).count()
+    // The non-empty `/`-separated parts, counted by their first bytes (a byte scan: `/` is
+    // ASCII, so it never occurs inside a multi-byte UTF-8 character).
+    let bytes = clean.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b != b'/' && (i == 0 || bytes[i - 1] == b'/'))
+        .count()
 }
 
 /// Joins a cleaned directory key and a child name.
@@ -152,6 +162,37 @@ mod tests {
         for (raw, want) in table {
             assert_eq!(clean_key(raw), want, "clean({raw:?})");
             assert!(is_clean(want));
+        }
+    }
+
+    /// Every string of up to 7 characters over `/`, `.`, `a` and `é`: the byte scans agree
+    /// with the plain segment definitions.
+    #[test]
+    fn byte_scans_match_the_segment_definitions() {
+        let alphabet = ['/', '.', 'a', 'é'];
+        let mut strings = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..7 {
+            let mut next = Vec::new();
+            for s in &frontier {
+                for c in alphabet {
+                    let mut t = s.clone();
+                    t.push(c);
+                    next.push(t);
+                }
+            }
+            strings.extend(next.iter().cloned());
+            frontier = next;
+        }
+        for s in &strings {
+            let clean_by_segments = s == "/"
+                || (s.starts_with('/')
+                    && s[1..]
+                        .split('/')
+                        .all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+            assert_eq!(is_clean(s), clean_by_segments, "is_clean({s:?})");
+            assert_eq!(depth(s), segments(s).count(), "depth({s:?})");
+            assert!(is_clean(&clean_key(s)), "clean_key({s:?}) is clean");
         }
     }
 
