@@ -32,9 +32,11 @@ fn hex_value(byte: u8) -> Option<u8> {
 /// Percent-decodes `text`; `plus_is_space` for query/form components (not for paths).
 pub fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, FormError> {
     let bytes = text.as_bytes();
+    // One pass without early exit (vectorized) finds whether anything needs decoding.
+    let plus = if plus_is_space { b'+' } else { b'%' };
     if !bytes
         .iter()
-        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+        .fold(false, |acc, &b| acc | (b == b'%') | (b == plus))
     {
         return Ok(text.to_string());
     }
