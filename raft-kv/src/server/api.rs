@@ -329,54 +329,14 @@ fn json_value<T: Serialize>(status: u16, value: &T, newline: bool) -> HttpRespon
     response(status, Some(APPLICATION_JSON), Bytes::from(body))
 }
 
-/// Go's `path.Clean`, keeping a trailing slash as `http.ServeMux` does.
+/// Go's `path.Clean`, keeping a trailing slash as `http.ServeMux` does: the store's key
+/// cleaning (which returns a clean key as it is), plus the trailing slash.
 fn clean_path(path: &str) -> String {
-    if is_clean_path(path) {
-        return path.to_owned();
-    }
-    clean_path_segments(path)
-}
-
-/// [`clean_path`] segment by segment.
-fn clean_path_segments(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    let mut cleaned = String::with_capacity(path.len());
-    for part in &parts {
-        cleaned.push('/');
-        cleaned.push_str(part);
-    }
-    if cleaned.is_empty() || (path.ends_with('/') && !cleaned.ends_with('/')) {
+    let mut cleaned = crate::store::path::clean_key(path);
+    if path.ends_with('/') && !cleaned.ends_with('/') {
         cleaned.push('/');
     }
     cleaned
-}
-
-/// True when [`clean_path`] would return `path` unchanged (the common case, checked with a
-/// byte scan): absolute, and no empty, `.` or `..` segment except one empty segment at the
-/// end (a trailing slash is kept).
-fn is_clean_path(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    let mut segments = rest.as_bytes().split(|&b| b == b'/').peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        match segment {
-            b"" if last => {}
-            b"" | b"." | b".." => return false,
-            _ => {}
-        }
-    }
-    true
 }
 
 /// Percent-encodes a decoded path for a `Location` header (Go's `url.URL.String`).
@@ -827,18 +787,36 @@ pub async fn serve_clients<B: Backend>(
 mod tests {
     use super::*;
 
-    /// Every path of up to 7 characters over `/`, `.` and `a`: the fast check says
-    /// "unchanged" exactly when cleaning segment by segment changes nothing.
+    /// `path.Clean` segment by segment, keeping a trailing slash: the definition
+    /// [`clean_path`] must agree with.
+    fn clean_path_by_segments(path: &str) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        for segment in path.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                other => parts.push(other),
+            }
+        }
+        let mut cleaned: String = parts.iter().flat_map(|p| ["/", p]).collect();
+        if cleaned.is_empty() || (path.ends_with('/') && !cleaned.ends_with('/')) {
+            cleaned.push('/');
+        }
+        cleaned
+    }
+
+    /// Every path of up to 7 characters over `/`, `.` and `a`: cleaning agrees with the
+    /// segment-by-segment definition.
     #[test]
-    fn clean_path_check_matches_cleaning() {
+    fn clean_path_matches_cleaning_by_segments() {
         let mut frontier = vec![String::new()];
         let mut checked = 0;
         for _ in 0..=7 {
             let mut next = Vec::new();
             for p in &frontier {
-                let slow = clean_path_segments(p);
-                assert_eq!(is_clean_path(p), slow == *p, "{p:?}");
-                assert_eq!(clean_path(p), slow, "{p:?}");
+                assert_eq!(clean_path(p), clean_path_by_segments(p), "{p:?}");
                 checked += 1;
                 for c in ['/', '.', 'a'] {
                     next.push(format!("{p}{c}"));
