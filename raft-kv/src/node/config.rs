@@ -45,6 +45,14 @@ pub struct NodeConfig {
     pub max_size_per_msg: u64,
     /// Maximum in-flight append messages per follower.
     pub max_inflight_msgs: usize,
+    /// Group commit on the leader: it appends a new batch of proposals only while fewer
+    /// than this many of its earlier batches are uncommitted. Proposals that arrive
+    /// meanwhile (its own clients' and those forwarded by followers) wait and then go into
+    /// the log together, as one append, one fsync per member and one append message per
+    /// follower. A batch still uncommitted after two ticks stops holding anything back, so
+    /// a leader that has lost its quorum appends (and times out requests) as without the
+    /// limit. 0 = no limit (every `Ready` appends what has arrived).
+    pub max_uncommitted_batches: usize,
     /// Pre-vote (raft thesis 9.6): a partitioned member rejoining does not disrupt the
     /// leader.
     pub pre_vote: bool,
@@ -75,6 +83,7 @@ impl NodeConfig {
             sync_interval_ticks: 5,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
+            max_uncommitted_batches: 1,
             pre_vote: true,
             check_quorum: true,
             seed: None,
