@@ -46,7 +46,8 @@
 //! as one `MsgPropose`. A leader holds them back (with the `MsgPropose`s followers forward)
 //! while [`NodeConfig::max_uncommitted_batches`] of its own appends are still uncommitted,
 //! then appends everything that arrived meanwhile at once: fewer, larger appends, so fewer
-//! fsyncs on every member and less waiting on the disk (see [`RaftNode::may_append`]).
+//! fsyncs on every member and less waiting on the disk. An append still uncommitted after
+//! two ticks holds nothing back, so a leader without a quorum appends and times out as usual.
 //!
 //! After a crash at any point, the member restarts from its disk: the newest snapshot is
 //! restored (`Config.applied` = its index), and raft replays the committed entries after it.
