@@ -800,11 +800,20 @@ impl<S: StateMachine, D: Disk> RaftNode<S, D> {
     fn flush_proposals_now(&mut self) {
         for message in std::mem::take(&mut self.held_proposals) {
             // As `step` would have: a refusal (dropped proposal) reaches the follower's
-            // proposer as a timeout, as when the leader drops it.
-            let _ = self.guard(|raw| match raw.step(message) {
+            // proposer as a timeout, as when the leader drops it; a fatal error stops this
+            // member (a raft panic already has, inside `guard`).
+            let result = self.guard(|raw| match raw.step(message) {
                 Err(raft::Error::StepPeerNotFound) => Ok(()),
                 other => other.map_err(to_raft_err),
             });
+            match result {
+                Err(e) if e.is_fatal() => {
+                    self.fail(e);
+                    break;
+                }
+                _ if !self.lifecycle.is_running() => break,
+                _ => {}
+            }
         }
         if self.batch.is_empty() {
             return;
